@@ -1,0 +1,35 @@
+# ntkbench: every target that needs the environment depends on `install`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch 2.14.1 / torchvision 0.29.1 are the newest releases this project's machines hold on disk.
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install test bench-kernels nt-env clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+# neural-tangents, the JAX reference, in its own environment (it needs jax 0.4.30 and numpy<2).
+nt-env: .venv-nt/.installed
+
+.venv-nt/.installed:
+	$(PYTHON) -m venv .venv-nt
+	.venv-nt/bin/pip install -q 'jax==0.4.30' 'jaxlib==0.4.30' 'numpy<2' 'tf2jax==0.3.6' 'neural-tangents==0.6.5'
+	touch $@
+
+# Kernel timings against neural-tangents (run `make nt-env` first for the comparison).
+bench-kernels: install
+	$(PY) -m pytest benchmarks/test_kernels.py --benchmark-columns=min,mean,rounds
+
+clean:
+	rm -rf $(VENV) .venv-nt .pytest_cache .benchmarks

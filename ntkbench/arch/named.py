@@ -1,0 +1,82 @@
+"""Named architectures, registered with ``@register_arch`` and built by ``get(name, **options)``."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+
+from ntkbench.arch.layers import AvgPool, Conv, Dense, Erf, Flatten, GlobalAvgPool, Layer, ReLU
+from ntkbench.arch.serial import Serial, serial
+from ntkbench.registry import Registry
+
+ARCHS: Registry[Callable[..., Serial]] = Registry("architecture")
+register_arch = ARCHS.register
+ACTIVATIONS: dict[str, type[Layer]] = {"relu": ReLU, "erf": Erf}
+
+
+def get(name: str, **options) -> Serial:
+    """Build the registered architecture ``name``; unknown names or options raise with the choices."""
+    builder = ARCHS.get(name)
+    valid = inspect.signature(builder).parameters
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for architecture {name!r}; valid options: {', '.join(valid)}")
+    return builder(**options)
+
+
+def list_archs(pattern: str = "*") -> list[str]:
+    return ARCHS.list(pattern)
+
+
+def _activation(name: str) -> Layer:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+@register_arch("mlp")
+def mlp(depth: int = 3, width: int = 512, activation: str = "relu", w_std: float = math.sqrt(2), b_std: float | None = 0.1) -> Serial:
+    """``depth`` hidden Dense layers of ``width`` units, each followed by ``activation``, then a
+    Dense readout. Inputs are flattened first, so images work too."""
+    hidden = [layer for _ in range(depth) for layer in (Dense(width, w_std, b_std), _activation(activation))]
+    return serial(Flatten(), *hidden, Dense(1, w_std, b_std))
+
+
+@register_arch("cnn")
+def cnn(depth: int = 3, channels: int = 64, kernel_size: int = 3, readout: str = "gap", activation: str = "relu",
+        w_std: float = math.sqrt(2), b_std: float | None = 0.1) -> Serial:
+    """``depth`` stride-1 'SAME' convolutions with ``activation``, then a Flatten or global
+    average pooling readout and a Dense layer (the CNN-V / CNN-GAP of Novak et al. 2019)."""
+    readouts = {"flatten": Flatten, "gap": GlobalAvgPool}
+    if readout not in readouts:
+        raise ValueError(f"unknown readout {readout!r}; choose one of {', '.join(readouts)}")
+    convs = [layer for _ in range(depth) for layer in (Conv(channels, kernel_size, w_std, b_std), _activation(activation))]
+    return serial(*convs, readouts[readout](), Dense(1, w_std, b_std))
+
+
+def _myrtle(blocks: tuple[int, int, int], channels: int, w_std: float, b_std: float | None) -> Serial:
+    """Myrtle networks (Shankar et al. 2020, "Neural Kernels Without Tangents"): 3×3 conv-ReLU
+    stages separated by 2×2 average pooling. The paper's closing three 2×2 poolings of the 8×8
+    map of a 32×32 image equal one global average pool, which also fits other image sizes."""
+
+    def stage(n: int) -> list[Layer]:
+        return [layer for _ in range(n) for layer in (Conv(channels, 3, w_std, b_std), ReLU())]
+
+    return serial(*stage(blocks[0]), AvgPool(2), *stage(blocks[1]), AvgPool(2), *stage(blocks[2]),
+                  GlobalAvgPool(), Dense(1, w_std, b_std))
+
+
+@register_arch("myrtle5")
+def myrtle5(channels: int = 128, w_std: float = math.sqrt(2), b_std: float | None = None) -> Serial:
+    return _myrtle((2, 1, 1), channels, w_std, b_std)
+
+
+@register_arch("myrtle7")
+def myrtle7(channels: int = 128, w_std: float = math.sqrt(2), b_std: float | None = None) -> Serial:
+    return _myrtle((2, 2, 2), channels, w_std, b_std)
+
+
+@register_arch("myrtle10")
+def myrtle10(channels: int = 128, w_std: float = math.sqrt(2), b_std: float | None = None) -> Serial:
+    return _myrtle((3, 3, 3), channels, w_std, b_std)

@@ -1,0 +1,159 @@
+"""``serial``: compose layers into one architecture that gives both the finite network
+(``module``) and its exact infinite-width kernels (``kernel``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from ntkbench.arch.kernel import Kernel, full_to_diag, input_kernel, map_tensors
+from ntkbench.arch.layers import PARAMETERIZATIONS, AvgPool, Dense, GlobalAvgPool, Layer, Shape
+
+# Elements of one pair tensor per block (16 Mi float64 = 128 MiB); the layer updates keep a few
+# such tensors alive at once, so a block stays well under 1 GiB.
+BLOCK_ELEMENTS = 1 << 24
+
+
+class Network(nn.Sequential):
+    """The finite network: ``nn.Sequential`` that checks the per-sample input shape."""
+
+    def __init__(self, layers: list[nn.Module], input_shape: Shape) -> None:
+        super().__init__(*layers)
+        self.input_shape = input_shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(
+                f"input has per-sample shape {tuple(x.shape[1:])}, but the network was built for {self.input_shape}"
+            )
+        return super().forward(x)
+
+
+class Serial:
+    """A sequence of layers. Build it with ``serial(*layers)``."""
+
+    def __init__(self, layers: tuple[Layer, ...]) -> None:
+        if not layers:
+            raise ValueError("serial() needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise ValueError(f"layer {i}: expected a Layer such as Dense(...) or ReLU(), got {layer!r}")
+            try:
+                layer.check()
+            except ValueError as e:
+                raise ValueError(f"layer {i} ({layer}): {e}") from None
+        self.layers = layers
+
+    def __repr__(self) -> str:
+        return f"serial({', '.join(map(repr, self.layers))})"
+
+    def shapes(self, input_shape: Shape) -> list[Shape]:
+        """Per-sample shapes before each layer and after the last; raises on any mismatch."""
+        shapes = [tuple(input_shape)]
+        if len(shapes[0]) not in (1, 3) or min(shapes[0], default=0) < 1:
+            raise ValueError(f"input shape must be (d,) for vectors or (C, H, W) for images, got {shapes[0]}")
+        for i, layer in enumerate(self.layers):
+            try:
+                shapes.append(layer.out_shape(shapes[-1]))
+            except ValueError as e:
+                raise ValueError(f"layer {i} ({layer}): {e}") from None
+        return shapes
+
+    def module(self, input_shape: Shape, num_outputs: int, parameterization: str = "ntk",
+               generator: torch.Generator | None = None) -> Network:
+        """The finite network for inputs of per-sample ``input_shape``. The last Dense's width
+        becomes ``num_outputs``. Parameters are float32 and drawn from ``generator``."""
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+        dense = [i for i, layer in enumerate(self.layers) if isinstance(layer, Dense)]
+        if not dense:
+            raise ValueError(f"{self} has no Dense layer to produce the {num_outputs} outputs")
+        shapes = replace_width(self, dense[-1], num_outputs).shapes(input_shape)
+        if len(shapes[-1]) != 1:
+            raise ValueError(f"the network's output has shape {shapes[-1]}; it must end in vectors")
+        modules = [
+            layer.module(shapes[i], num_outputs if i == dense[-1] else None, parameterization, generator)
+            for i, layer in enumerate(self.layers)
+        ]
+        return Network(modules, tuple(input_shape))
+
+    def kernel(self, x1: torch.Tensor, x2: torch.Tensor | None = None, *, dtype: torch.dtype = torch.float64,
+               block_size: int | None = None) -> Kernel:
+        """Exact infinite-width NNGP and NTK of the network between rows of ``x1`` and ``x2``.
+
+        Computed on the inputs' device in ``dtype``, block by block over input pairs so that
+        memory stays bounded; for ``x2=None`` only the upper blocks of the symmetric kernel are
+        computed. Returns a ``Kernel`` whose nngp and ntk are (N1, N2) and whose cov1, cov2 are
+        the kernels' diagonals k(x, x).
+        """
+        x1 = self._check_input(x1, "x1").to(dtype)
+        symmetric = x2 is None
+        x2 = x1 if symmetric else self._check_input(x2, "x2").to(dtype)
+        if x2.shape[1:] != x1.shape[1:]:
+            raise ValueError(f"x1 and x2 must have the same per-sample shape, got {tuple(x1.shape[1:])} and {tuple(x2.shape[1:])}")
+        shapes = self.shapes(tuple(x1.shape[1:]))
+        if len(shapes[-1]) != 1:
+            raise ValueError(f"the network's output has shape {shapes[-1]}; add Flatten() or GlobalAvgPool()")
+        spatial = self._input_spatial(len(shapes[0]))
+        positions = math.prod(x1.shape[2:])  # H·W for images, 1 for vectors
+        size = {"none": 1, "diag": positions, "full": positions**2}[spatial]
+        b = block_size or max(1, math.isqrt(BLOCK_ELEMENTS // size))
+
+        n1, n2 = len(x1), len(x2)
+        nngp = x1.new_empty(n1, n2)
+        ntk = x1.new_empty(n1, n2)
+        cov1 = x1.new_empty(n1)
+        cov2 = cov1 if symmetric else x1.new_empty(n2)
+        for i in range(0, n1, b):
+            for j in range(i if symmetric else 0, n2, b):
+                same = symmetric and i == j
+                k = self._kernel_block(x1[i:i + b], x1[i:i + b] if same else x2[j:j + b], spatial)
+                nngp[i:i + b, j:j + b], ntk[i:i + b, j:j + b] = k.nngp, k.ntk
+                cov1[i:i + b] = k.cov1
+                if not symmetric:
+                    cov2[j:j + b] = k.cov2
+                elif not same:
+                    nngp[j:j + b, i:i + b], ntk[j:j + b, i:i + b] = k.nngp.T, k.ntk.T
+        return Kernel(nngp, ntk, cov1, cov2, "none")
+
+    def _input_spatial(self, rank: int) -> str:
+        if rank == 1:
+            return "none"
+        return "full" if any(isinstance(layer, (AvgPool, GlobalAvgPool)) for layer in self.layers) else "diag"
+
+    def _kernel_block(self, x1: torch.Tensor, x2: torch.Tensor, spatial: str) -> Kernel:
+        k = input_kernel(x1, x2, spatial)
+        pools = [i for i, layer in enumerate(self.layers) if isinstance(layer, (AvgPool, GlobalAvgPool))]
+        for i, layer in enumerate(self.layers):
+            k = layer.kernel(k)
+            if pools and i == pools[-1] and k.spatial == "full":
+                # After the last pooling only a Flatten readout remains: keep same-position terms.
+                k = replace(map_tensors(k, lambda t, _: full_to_diag(t)), spatial="diag")
+        return k
+
+    def _check_input(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() not in (2, 4) or x.shape[0] == 0:
+            raise ValueError(f"{name} must be a non-empty batch (N, d) or (N, C, H, W), got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must be floating point, got {x.dtype}")
+        bad = (~torch.isfinite(x)).flatten(1).any(1)
+        if bad.any():
+            raise ValueError(f"{name} has NaN or inf in sample {int(bad.nonzero()[0])}; inputs must be finite")
+        return x
+
+
+def replace_width(arch: Serial, index: int, width: int) -> Serial:
+    """The same architecture with the Dense at ``index`` given another width."""
+    layers = list(arch.layers)
+    layers[index] = replace(layers[index], width=width)
+    return Serial(tuple(layers))
+
+
+def serial(*layers: Layer) -> Serial:
+    """Compose layers in order, as neural-tangents' ``stax.serial``."""
+    return Serial(layers)
