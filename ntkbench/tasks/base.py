@@ -1,0 +1,173 @@
+"""The task registry and the preparation every task shares: a seeded stratified subset,
+standardization with training-split statistics, and label noise on the training labels."""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ntkbench.registry import Registry
+
+# Independent random streams derived from ``seed``, so that e.g. label noise never moves the subset.
+TRAIN_STREAM, TEST_STREAM, NOISE_STREAM = 0, 1, 2
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """A classification task, ready to fit and evaluate.
+
+    ``train`` and ``test`` are ``(x, y)``: ``x`` float32 of shape ``(n, *input_shape)`` (images
+    NCHW, tabular data ``(n, d)``), ``y`` int64 class indices in ``[0, num_classes)``. ``params``
+    holds the resolved options and preprocessing facts (sizes, seed, label noise, how the inputs
+    were standardized, the data's source and split), for logging. Tasks compare by identity.
+    """
+
+    name: str
+    train: tuple[Tensor, Tensor]
+    test: tuple[Tensor, Tensor]
+    num_classes: int
+    input_shape: tuple[int, ...]
+    params: dict[str, object]
+
+
+@dataclass(frozen=True)
+class Common:
+    """The generic options every task accepts; checked on construction.
+
+    ``n_train``/``n_test``: sizes of the seeded stratified subsets (``None``: the task's
+    default, for real data the whole split). ``seed``: drives every random choice of the task.
+    ``label_noise``: the fraction of training labels resampled uniformly from the classes.
+    """
+
+    n_train: int | None = None
+    n_test: int | None = None
+    seed: int = 0
+    label_noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("n_train", "n_test"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=1))
+        object.__setattr__(self, "seed", check_int("seed", self.seed, minimum=0))
+        p = self.label_noise
+        if not isinstance(p, numbers.Real) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"label_noise must be a number in [0, 1], got {p!r}")
+        object.__setattr__(self, "label_noise", float(p))
+
+
+COMMON_OPTIONS = tuple(f.name for f in fields(Common))
+
+TASKS: Registry[Callable[..., Task]] = Registry("task")
+register_task = TASKS.register
+"""Register a builder ``builder(common: Common, **options) -> Task`` under a name; its own
+options are keyword parameters with defaults, the generic ones arrive in ``common``."""
+
+
+def get(name: str, **options: object) -> Task:
+    """Build the registered task ``name``.
+
+    Every task accepts the generic options of ``Common`` (n_train, n_test, seed, label_noise)
+    plus its builder's own keyword options. Unknown names raise ``UnknownNameError`` listing the
+    tasks; unknown options raise ``ValueError`` listing the valid ones.
+    """
+    builder = TASKS.get(name)
+    own = list(inspect.signature(builder).parameters)[1:]
+    valid = [*COMMON_OPTIONS, *own]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for task {name!r}; valid options: {', '.join(valid)}")
+    common = Common(**{k: v for k, v in options.items() if k in COMMON_OPTIONS})
+    return builder(common, **{k: v for k, v in options.items() if k in own})
+
+
+def list_tasks(pattern: str = "*") -> list[str]:
+    """Registered task names matching the shell-style ``pattern``, sorted."""
+    return TASKS.list(pattern)
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    """``value`` as an int, or a ``ValueError`` naming the option when it is not an int >= minimum."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+        kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return int(value)
+
+
+def random_stream(seed: int, stream: int) -> np.random.Generator:
+    """The numpy generator for one of the task's independent random streams."""
+    return np.random.default_rng([seed, stream])
+
+
+def stratified_indices(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of a random subset of size ``n`` with class proportions kept.
+
+    Each class gets ``floor(n·count/total)`` samples; the remaining ones go to the classes
+    with the largest remainders (ties to the lower class index). Samples within a class are
+    drawn uniformly without replacement.
+    """
+    classes, counts = np.unique(y, return_counts=True)
+    take, remainder = np.divmod(n * counts, len(y))
+    take[np.argsort(-remainder, kind="stable")[: n - take.sum()]] += 1
+    chosen = [rng.choice(np.flatnonzero(y == c), k, replace=False) for c, k in zip(classes, take)]
+    return np.sort(np.concatenate(chosen))
+
+
+def standardize(x_train: Tensor, x_test: Tensor) -> tuple[Tensor, Tensor, str]:
+    """Subtract the training mean and divide by the training std (population std; a std of 0
+    counts as 1), per channel for images (N, C, H, W) and per feature for vectors (N, d).
+
+    Statistics are computed in float64; both splits come back as float32, with a description.
+    """
+    x_train, x_test = x_train.double(), x_test.double()
+    dims = (0, 2, 3) if x_train.dim() == 4 else (0,)
+    mean = x_train.mean(dims, keepdim=True)
+    std = x_train.std(dims, correction=0, keepdim=True)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    how = "per-channel train statistics" if x_train.dim() == 4 else "per-feature train statistics"
+    return ((x_train - mean) / std).float(), ((x_test - mean) / std).float(), how
+
+
+def add_label_noise(y: Tensor, p: float, num_classes: int, rng: np.random.Generator) -> tuple[Tensor, int]:
+    """Resample exactly ``round(p·n)`` labels, at random positions, uniformly from the classes
+    (a resampled label may equal the old one). Returns the new labels and the count."""
+    k = round(p * len(y))
+    positions = torch.from_numpy(rng.choice(len(y), k, replace=False))
+    noisy = y.clone()
+    noisy[positions] = torch.from_numpy(rng.integers(num_classes, size=k))
+    return noisy, k
+
+
+def from_arrays(name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+                common: Common, facts: dict[str, object]) -> Task:
+    """A task from full raw train/test splits: stratified subsets to ``common.n_train`` and
+    ``common.n_test``, standardization, then label noise. Classes are the labels 0..max."""
+    num_classes = int(max(train[1].max(), test[1].max())) + 1
+    splits = []
+    for (x, y), option, n, stream in ((train, "n_train", common.n_train, TRAIN_STREAM),
+                                      (test, "n_test", common.n_test, TEST_STREAM)):
+        if n is not None and n > len(y):
+            raise ValueError(f"{option}={n} is more than task {name!r} has: {len(y)} {option[2:]} samples")
+        if n is not None:
+            index = stratified_indices(y, n, random_stream(common.seed, stream))
+            x, y = x[index], y[index]
+        splits.append((torch.tensor(x), torch.tensor(y, dtype=torch.int64)))  # copies: x, y may be cached
+    (x_train, y_train), (x_test, y_test) = splits
+    x_train, x_test, how = standardize(x_train, x_test)
+    return finish(name, (x_train, y_train), (x_test, y_test), num_classes, common, {"standardize": how, **facts})
+
+
+def finish(name: str, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], num_classes: int,
+           common: Common, facts: dict[str, object]) -> Task:
+    """The task from its final inputs and clean labels: adds ``common.label_noise`` to the
+    training labels and records the sizes, seed, noise and ``facts`` in ``params``."""
+    y_train, n_noisy = add_label_noise(train[1], common.label_noise, num_classes,
+                                       random_stream(common.seed, NOISE_STREAM))
+    params = {"n_train": len(y_train), "n_test": len(test[1]), "seed": common.seed,
+              "label_noise": common.label_noise, "n_noisy": n_noisy, **facts}
+    return Task(name, (train[0], y_train), test, num_classes, tuple(train[0].shape[1:]), params)
