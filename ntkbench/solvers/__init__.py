@@ -5,6 +5,12 @@
 >>> y_test = kernel_ridge(k_train_train, y_train, k_test_train, choice.ridge)
 """
 
-from ntkbench.solvers.ridge import RidgeChoice, default_ridge_grid, fit_ridge, kernel_ridge, loo_ridge
+from ntkbench.solvers.ridge import (
+    RidgeChoice,
+    default_ridge_grid,
+    kernel_ridge,
+    loo_ridge,
+    ridge_weights,
+)
 
-__all__ = ["RidgeChoice", "default_ridge_grid", "fit_ridge", "kernel_ridge", "loo_ridge"]
+__all__ = ["RidgeChoice", "default_ridge_grid", "kernel_ridge", "loo_ridge", "ridge_weights"]

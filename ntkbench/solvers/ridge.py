@@ -27,7 +27,7 @@ import torch
 
 Tensor = torch.Tensor
 
-__all__ = ["RidgeChoice", "default_ridge_grid", "fit_ridge", "kernel_ridge", "loo_ridge"]
+__all__ = ["RidgeChoice", "default_ridge_grid", "kernel_ridge", "loo_ridge", "ridge_weights"]
 
 # Losses within this relative distance of the minimum count as tied (float64 eigh round-off).
 _TIE_RTOL = 1e-10
@@ -116,13 +116,21 @@ def kernel_ridge(
         ValueError: on bad shapes, non-finite inputs, a negative ridge, or when K + lam' I
             is not positive definite (Cholesky fails).
     """
-    y, squeeze = _check_train(k_train_train, y_train)
     n = k_train_train.shape[0]
     _check_kernel(k_test_train, "k_test_train")
     if k_test_train.shape[1] != n:
         raise ValueError(
             f"k_test_train must have n = {n} columns (one per training point), got shape {tuple(k_test_train.shape)}."
         )
+    alpha = ridge_weights(k_train_train, y_train, ridge, relative)
+    return k_test_train.to(dtype=k_train_train.dtype, device=k_train_train.device) @ alpha
+
+
+def ridge_weights(k_train_train: Tensor, y_train: Tensor, ridge: float, relative: bool = True) -> Tensor:
+    """The dual weights alpha = (K + lam' I)^{-1} Y, solved by Cholesky; predictions are
+    K(x, X) alpha. Same conventions, shapes and errors as ``kernel_ridge``."""
+    y, squeeze = _check_train(k_train_train, y_train)
+    n = k_train_train.shape[0]
     ridge = _check_ridge(ridge)
     lam = ridge * _absolute_scale(k_train_train, relative)
     eye = torch.eye(n, dtype=k_train_train.dtype, device=k_train_train.device)
@@ -133,8 +141,7 @@ def kernel_ridge(
             "Cholesky failed, try a larger ridge."
         )
     alpha = torch.cholesky_solve(y, chol)
-    pred = k_test_train.to(dtype=k_train_train.dtype, device=k_train_train.device) @ alpha
-    return pred[:, 0] if squeeze else pred
+    return alpha[:, 0] if squeeze else alpha
 
 
 def loo_ridge(
@@ -196,18 +203,3 @@ def loo_ridge(
     tied = finite <= best + _TIE_RTOL * best.abs()
     ridge = float(grid[tied].max())
     return RidgeChoice(ridge=ridge, loo_mse=loo_mse, grid=grid)
-
-
-def fit_ridge(
-    k_train_train: Tensor,
-    y_train: Tensor,
-    ridge: float | None,
-    relative: bool = True,
-    grid: Tensor | None = None,
-) -> tuple[float, RidgeChoice | None]:
-    """Return ``(ridge, None)`` for a given ridge, or ``(choice.ridge, choice)`` from
-    ``loo_ridge(k_train_train, y_train, grid, relative)`` when ``ridge`` is None."""
-    if ridge is not None:
-        return _check_ridge(ridge), None
-    choice = loo_ridge(k_train_train, y_train, grid=grid, relative=relative)
-    return choice.ridge, choice

@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.kernel_ridge import KernelRidge
 
-from ntkbench.solvers import RidgeChoice, default_ridge_grid, fit_ridge, kernel_ridge, loo_ridge
+from ntkbench.solvers import RidgeChoice, default_ridge_grid, kernel_ridge, loo_ridge, ridge_weights
 
 
 def rbf(a: torch.Tensor, b: torch.Tensor, lengthscale: float = 1.5) -> torch.Tensor:
@@ -102,13 +102,11 @@ def test_default_grid():
     torch.testing.assert_close(torch.diff(torch.log10(grid)), torch.full((14,), 0.5, dtype=torch.float64))
 
 
-def test_fit_ridge(data):
-    k, y, _ = data
-    assert fit_ridge(k, y, 0.3) == (0.3, None)
-    ridge, choice = fit_ridge(k, y, None)
-    assert choice is not None and ridge == choice.ridge == loo_ridge(k, y).ridge
+def test_ridge_weights_give_kernel_ridge_predictions(data):
+    k, y, k_te = data
+    torch.testing.assert_close(k_te @ ridge_weights(k, y, 0.3), kernel_ridge(k, y, k_te, 0.3), rtol=1e-12, atol=0)
     with pytest.raises(ValueError, match="non-negative"):
-        fit_ridge(k, y, -1.0)
+        ridge_weights(k, y, -1.0)
 
 
 def test_bad_inputs(data):

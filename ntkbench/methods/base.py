@@ -1,0 +1,118 @@
+"""What every method shares: the registry, the run context, option checking, targets and the
+ridge choice. A method is a dataclass of options with ``fit(x, labels, num_classes, ctx)``
+returning a predictor with ``predict(x) -> (n, num_classes)`` scores."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from ntkbench.registry import Registry
+from ntkbench.solvers import loo_ridge
+
+METHODS: Registry[type] = Registry("method")
+register_method = METHODS.register
+
+
+class Predictor(Protocol):
+    def predict(self, x: Tensor) -> Tensor: ...
+
+
+class RunContext:
+    """Where a method reports its own metrics and choices; the runner forwards them to MLflow.
+
+    ``metrics`` keeps the last value of each metric, ``params`` each reported choice.
+    """
+
+    def __init__(self, metric_sink: Callable[[str, float, int | None], None] | None = None,
+                 param_sink: Callable[[str, object], None] | None = None) -> None:
+        self.metrics: dict[str, float] = {}
+        self.params: dict[str, object] = {}
+        self._metric_sink, self._param_sink = metric_sink, param_sink
+
+    def log_metric(self, key: str, value: float, step: int | None = None) -> None:
+        self.metrics[key] = float(value)
+        if self._metric_sink:
+            self._metric_sink(key, float(value), step)
+
+    def log_param(self, key: str, value: object) -> None:
+        self.params[key] = value
+        if self._param_sink:
+            self._param_sink(key, value)
+
+
+def get(name: str, arch, seed: int = 0, **options):
+    """Build method ``name`` with the shared ``arch`` and ``seed``; options are type-checked."""
+    cls = METHODS.get(name)
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls) if f.name not in ("arch", "seed")]
+    for key, value in options.items():
+        if key not in valid:
+            raise ValueError(f"unknown option {key!r} for method {name!r}; valid options: {', '.join(valid)}")
+        options[key] = check_type(f"{name}.{key}", value, hints[key])
+    return cls(arch=arch, seed=check_type("seed", seed, int), **options)
+
+
+def options_of(method) -> dict[str, object]:
+    """The method's options (everything but the architecture), for logging."""
+    return {f.name: getattr(method, f.name) for f in dataclasses.fields(method) if f.name != "arch"}
+
+
+def check_type(name: str, value: object, annotation: object) -> object:
+    """Return ``value`` if it fits ``annotation`` (int, float, str, bool, Literal, X | None);
+    ints are accepted for floats. Otherwise raise a ValueError naming the option."""
+    allowed = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    for kind in allowed:
+        if kind is type(None) and value is None:
+            return value
+        if typing.get_origin(kind) is typing.Literal and value in typing.get_args(kind):
+            return value
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind in (int, str, bool) and type(value) is kind:
+            return value
+    expected = " or ".join(_describe(k) for k in allowed)
+    raise ValueError(f"option {name} must be {expected}, got {value!r}")
+
+
+def _describe(kind: object) -> str:
+    if typing.get_origin(kind) is typing.Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(kind)))
+    return "None" if kind is type(None) else getattr(kind, "__name__", str(kind))
+
+
+def check_inputs(x: Tensor, labels: Tensor, num_classes: int) -> None:
+    """Raise a one-line ValueError for inputs no method can fit."""
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    if x.dim() < 2 or labels.shape != (x.shape[0],):
+        raise ValueError(f"x must be (n, ...) and labels (n,), got {tuple(x.shape)} and {tuple(labels.shape)}")
+    if labels.dtype != torch.int64:
+        raise ValueError(f"labels must be int64 class indices, got {labels.dtype}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got range [{int(labels.min())}, {int(labels.max())}]")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or inf; inputs must be finite")
+
+
+def centered_one_hot(labels: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Regression targets e_y − 1/C: zero mean over classes, as in Lee et al. 2020."""
+    return torch.nn.functional.one_hot(labels, num_classes).to(dtype) - 1.0 / num_classes
+
+
+def choose_ridge(k_train: Tensor | None, targets: Tensor, ridge: float | None, ctx: RunContext) -> float:
+    """The fixed relative ridge, or the exact leave-one-out choice on the default grid (which
+    needs the train kernel ``k_train``); the choice is logged."""
+    ctx.log_param("ridge_selection", "fixed" if ridge is not None else "loo")
+    if ridge is None:
+        choice = loo_ridge(k_train, targets, relative=True)
+        ridge = choice.ridge
+        ctx.log_metric("loo_mse", float(choice.loo_mse.min()))
+    ctx.log_metric("ridge", ridge)
+    return ridge

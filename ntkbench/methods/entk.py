@@ -1,0 +1,103 @@
+"""``entk``: kernel regression with the finite network's empirical NTK, Θ̂ = J Jᵀ."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+from torch.func import functional_call, jacrev, vmap
+
+from ntkbench.arch import Network
+from ntkbench.methods.base import RunContext, centered_one_hot, check_inputs, choose_ridge, register_method
+from ntkbench.methods.training import Params, TrainOptions, batched, init_network, pretrain
+from ntkbench.solvers import ridge_weights
+
+# Rows of J computed at once are capped so one batch of J stays near 256 MiB.
+JACOBIAN_BATCH_BYTES = 1 << 28
+
+
+def jacobian(net: Network, params: Params, x: Tensor, kernel: str, num_classes: int) -> Tensor:
+    """Per-sample Jacobians at ``params`` as feature rows, via ``vmap(jacrev)`` in batches.
+
+    ``kernel="sum"``: one row per input, ∂(Σ_c f_c)/∂θ / √C, so J Jᵀ = (1/C) Σ_{c,c'} J_c J_c'ᵀ,
+    the "sum of logits" kernel; at infinite width the cross terms vanish and it equals the NTK.
+    ``kernel="full"``: C rows per input (input-major), J Jᵀ is the NC×NC multi-output kernel.
+    """
+    def f(p: Params, xi: Tensor) -> Tensor:
+        out = functional_call(net, p, (xi[None],))[0]
+        return out.sum() / math.sqrt(num_classes) if kernel == "sum" else out
+
+    n_params = sum(v.numel() for v in params.values())
+    rows_per_input = 1 if kernel == "sum" else num_classes
+    batch = max(1, JACOBIAN_BATCH_BYTES // (n_params * rows_per_input * x.element_size()))
+    per_sample = vmap(jacrev(f), in_dims=(None, 0))
+    blocks = []
+    for chunk in x.split(batch):
+        jac = per_sample(params, chunk)
+        blocks.append(torch.cat([v.reshape(len(chunk) * rows_per_input, -1) for v in jac.values()], dim=1))
+    return torch.cat(blocks)
+
+
+@dataclass
+class LinearizedPredictor:
+    """f(x) = f(x; θ) + J(x; θ) w, the linearized network's infinite-time solution."""
+
+    net: Network
+    params: Params
+    weights: Tensor
+    kernel: str
+    num_classes: int
+
+    def predict(self, x: Tensor) -> Tensor:
+        x = x.to(self.weights.dtype)
+        f0 = batched(lambda chunk: functional_call(self.net, self.params, (chunk,)), x)
+        j = jacobian(self.net, self.params, x, self.kernel, self.num_classes)
+        return (f0 + (j @ self.weights).reshape(f0.shape)).float()
+
+
+@register_method("entk")
+@dataclass
+class ENTK(TrainOptions):
+    """f(x) = f0(x) + Θ̂(x, X)(Θ̂ + λI)⁻¹(Y − f0(X)): the limit of gradient descent on MSE for
+    the network linearized at θ0, or at θ_k after ``at_epoch=k`` epochs of training (Lee et al.
+    2019; Fort et al. 2020). Θ̂ = J Jᵀ; λ = ridge·tr(Θ̂)/n (fixed, or by leave-one-out).
+
+    The solve runs in weight space, w = Jᵀ(Θ̂ + λI)⁻¹R ("dual", n×n) or w = (JᵀJ + λI)⁻¹JᵀR
+    ("primal", P×P), the same vector by the push-through identity; ``solve="auto"`` takes the
+    smaller system. The training options apply to the ``at_epoch`` pretraining.
+    """
+
+    ridge: float | None = None
+    at_epoch: int = 0
+    kernel: Literal["sum", "full"] = "sum"
+    solve: Literal["auto", "dual", "primal"] = "auto"
+    dtype: Literal["float64", "float32"] = "float64"
+
+    def fit(self, x: Tensor, labels: Tensor, num_classes: int, ctx: RunContext | None = None) -> LinearizedPredictor:
+        check_inputs(x, labels, num_classes)
+        ctx = ctx or RunContext()
+        net, params = init_network(self, x, num_classes)
+        params = pretrain(self, net, params, x, labels, num_classes, self.at_epoch, ctx)
+        dtype = {"float64": torch.float64, "float32": torch.float32}[self.dtype]
+        net, params = net.to(dtype), {k: v.to(dtype) for k, v in params.items()}
+        x = x.to(dtype)
+        j = jacobian(net, params, x, self.kernel, num_classes)
+        f0 = batched(lambda chunk: functional_call(net, params, (chunk,)), x)
+        residual = centered_one_hot(labels, num_classes, dtype) - f0
+        if self.kernel == "full":
+            residual = residual.reshape(-1, 1)
+        rows, n_params = j.shape
+        solve = self.solve if self.solve != "auto" else ("primal" if n_params < rows else "dual")
+        ctx.log_param("entk_solve", solve)
+        ctx.log_metric("entk_n_features", n_params)
+        k = j @ j.T if solve == "dual" or self.ridge is None else None
+        ridge = choose_ridge(k, residual, self.ridge, ctx)
+        scale = j.square().sum() / rows  # tr(Θ̂)/n
+        if solve == "dual":
+            weights = j.T @ ridge_weights(k, residual, ridge)
+        else:
+            weights = ridge_weights(j.T @ j, j.T @ residual, ridge * float(scale), relative=False)
+        return LinearizedPredictor(net, params, weights, self.kernel, num_classes)

@@ -1,0 +1,66 @@
+"""``ntk`` and ``nngp``: kernel ridge regression with the infinite-width kernels of ``arch``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ntkbench.arch import Serial
+from ntkbench.methods.base import RunContext, centered_one_hot, check_inputs, choose_ridge, register_method
+from ntkbench.solvers import ridge_weights
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+@dataclass
+class KernelPredictor:
+    """f(x) = K(x, X) α with α = (K + λ tr(K)/n · I)⁻¹ Y."""
+
+    arch: Serial
+    kind: str
+    x_train: Tensor
+    alpha: Tensor
+
+    def predict(self, x: Tensor) -> Tensor:
+        k = getattr(self.arch.kernel(x, self.x_train, dtype=self.alpha.dtype), self.kind)
+        return (k @ self.alpha).float()
+
+
+@dataclass
+class _KernelRegression:
+    """Infinite-width kernel regression on centered one-hot targets; the ridge is relative
+    (λ·tr(K)/n), fixed by ``ridge`` or chosen by exact leave-one-out on a log grid."""
+
+    arch: Serial
+    seed: int = 0
+    ridge: float | None = None
+    dtype: Literal["float64", "float32"] = "float64"
+    kind = "ntk"
+
+    def fit(self, x: Tensor, labels: Tensor, num_classes: int, ctx: RunContext | None = None) -> KernelPredictor:
+        check_inputs(x, labels, num_classes)
+        ctx = ctx or RunContext()
+        k = getattr(self.arch.kernel(x, dtype=DTYPES[self.dtype]), self.kind)
+        y = centered_one_hot(labels, num_classes, k.dtype)
+        ridge = choose_ridge(k, y, self.ridge, ctx)
+        return KernelPredictor(self.arch, self.kind, x, ridge_weights(k, y, ridge))
+
+
+@register_method("ntk")
+@dataclass
+class NTK(_KernelRegression):
+    """The mean of an infinitely wide network trained to convergence by gradient descent on MSE
+    (Jacot et al. 2018; Lee et al. 2019)."""
+
+    kind = "ntk"
+
+
+@register_method("nngp")
+@dataclass
+class NNGP(_KernelRegression):
+    """The Bayesian posterior mean of the infinitely wide network's Gaussian process (Lee et al. 2018)."""
+
+    kind = "nngp"

@@ -1,0 +1,34 @@
+"""``nn``: the finite network, trained. The simplest method: copy this file to add one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from ntkbench.methods.base import RunContext, check_inputs, register_method
+from ntkbench.methods.training import Forward, Params, TrainOptions, batched, init_network, network_forward, train
+
+
+@dataclass
+class ForwardPredictor:
+    """Scores ``forward(params, x)``, computed in batches without gradients."""
+
+    forward: Forward
+    params: Params
+
+    def predict(self, x: Tensor) -> Tensor:
+        return batched(lambda chunk: self.forward(self.params, chunk), x)
+
+
+@register_method("nn")
+@dataclass
+class NN(TrainOptions):
+    """f(x; θ) of ``arch.module``, trained from θ0 with the shared loop (see ``TrainOptions``)."""
+
+    def fit(self, x: Tensor, labels: Tensor, num_classes: int, ctx: RunContext | None = None) -> ForwardPredictor:
+        check_inputs(x, labels, num_classes)
+        net, params = init_network(self, x, num_classes)
+        forward = network_forward(net)
+        params = train(forward, params, x, labels, num_classes, self, ctx or RunContext())
+        return ForwardPredictor(forward, params)
