@@ -5,7 +5,13 @@ PY := $(VENV)/bin/python
 # torch 2.14.1 / torchvision 0.29.1 are the newest releases this project's machines hold on disk.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test bench-kernels nt-env clean
+# `make bench TASK=wine`: every method, 3 seeds, on embedded data; logged to MLflow (mlflow.db).
+TASK ?= digits
+ARCH ?= mlp
+SEEDS ?= 0,1,2
+BENCH_SET ?= --set arch.depth=2 --set arch.width=256
+
+.PHONY: install test bench ui bench-kernels nt-env clean
 
 install: $(VENV)/.installed
 
@@ -18,6 +24,13 @@ $(VENV)/.installed: pyproject.toml
 
 test: install
 	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m ntkbench.cli run --task $(TASK) --method all --arch $(ARCH) --seeds $(SEEDS) $(BENCH_SET)
+
+# The MLflow UI on the same store as `make bench` (http://127.0.0.1:5000).
+ui: install
+	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000
 
 # neural-tangents, the JAX reference, in its own environment (it needs jax 0.4.30 and numpy<2).
 nt-env: .venv-nt/.installed

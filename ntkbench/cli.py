@@ -1,0 +1,91 @@
+"""A thin command line over the Python API (``ntkbench.run``).
+
+    ntkbench run --task digits --method all --arch mlp --seeds 0,1,2 [--set nn.lr=0.1 ...]
+    ntkbench list tasks|methods|archs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ntkbench.registry import UnknownNameError
+
+
+def parse_value(text: str) -> object:
+    """JSON values (3, 0.1, true, null, [1, 2]) and Python's True/False/None; else the string."""
+    python = {"True": True, "False": False, "None": None}
+    if text in python:
+        return python[text]
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_settings(items: list[str]) -> dict[str, object]:
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects PREFIX.NAME=VALUE, got {item!r}")
+        settings[key] = parse_value(value)
+    return settings
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise ValueError(f"--seeds expects comma-separated integers such as 0,1,2, got {text!r}") from None
+    if any(s < 0 for s in seeds):
+        raise ValueError(f"--seeds must be >= 0, got {text!r}")
+    return seeds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ntkbench", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run methods on a task and log them to MLflow")
+    run.add_argument("--task", default="digits")
+    run.add_argument("--method", default="all", help="a method name, a comma-separated list, or all")
+    run.add_argument("--arch", default="mlp")
+    run.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    run.add_argument("--set", action="append", default=[], metavar="PREFIX.NAME=VALUE",
+                     help="an option of the task (task.n_train=500), the architecture (arch.width=256) "
+                          "or a method (nn.lr=0.1); repeatable")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--tracking-uri", default=None, help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    run.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    lst = sub.add_parser("list", help="list registered tasks, methods or architectures")
+    lst.add_argument("what", choices=["tasks", "methods", "archs"])
+    lst.add_argument("pattern", nargs="?", default="*")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ntkbench import arch, methods, tasks
+    from ntkbench.runner import run, summary
+
+    if args.command == "list":
+        registry = {"tasks": tasks.TASKS, "methods": methods.METHODS, "archs": arch.ARCHS}[args.what]
+        print("\n".join(registry.list(args.pattern)))
+        return 0
+    try:
+        results = run(task=args.task, method=args.method, arch=args.arch, seeds=parse_seeds(args.seeds),
+                      options=parse_settings(args.set), device=args.device, tracking_uri=args.tracking_uri,
+                      track=not args.no_track)
+    except (ValueError, UnknownNameError) as e:
+        print(f"ntkbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ntkbench: interrupted; the current run is marked KILLED", file=sys.stderr)
+        return 130
+    print(summary(results).to_string(float_format=lambda v: f"{v:.4g}"))
+    return 1 if any(r.status != "FINISHED" for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

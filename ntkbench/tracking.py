@@ -1,0 +1,99 @@
+"""MLflow tracking, the only module that imports MLflow (lazily, so methods never need it).
+
+The store is ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in
+the working directory (MLflow 3's own default). One experiment per task; one run per
+(method, arch, seed, n_train).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+import ntkbench
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+
+def resolve_uri(uri: str | None) -> str:
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def environment_tags(device: torch.device) -> dict[str, str]:
+    """ntkbench version, git commit, device name, torch version and hostname."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    return {
+        "ntkbench_version": ntkbench.__version__,
+        "git_commit": git_commit(),
+        "device": device.type,
+        "device_name": name,
+        "torch_version": torch.__version__,
+        "hostname": platform.node(),
+    }
+
+
+def git_commit() -> str:
+    root = Path(ntkbench.__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+class Tracker:
+    """Opens MLflow runs; each run ends FINISHED, FAILED (error in a tag) or KILLED (Ctrl-C)."""
+
+    def __init__(self, uri: str | None = None) -> None:
+        import mlflow
+
+        self.mlflow = mlflow
+        self.uri = resolve_uri(uri)
+        mlflow.set_tracking_uri(self.uri)
+
+    @contextmanager
+    def run(self, experiment: str, run_name: str, params: dict[str, object], tags: dict[str, str],
+            config: dict[str, object]) -> Iterator[Run]:
+        self.mlflow.set_experiment(experiment)
+        active = self.mlflow.start_run(run_name=run_name, tags=tags)
+        run = Run(self.mlflow, active.info.run_id)
+        try:
+            self.mlflow.log_params({k: _param(v) for k, v in params.items()})
+            self.mlflow.log_dict(config, "config.json")
+            yield run
+        except KeyboardInterrupt:
+            self.mlflow.set_tag("error", "KeyboardInterrupt")
+            self.mlflow.end_run(status="KILLED")
+            raise
+        except Exception as e:
+            self.mlflow.set_tag("error", f"{type(e).__name__}: {e}"[:5000])
+            self.mlflow.end_run(status="FAILED")
+            raise
+        self.mlflow.end_run(status="FINISHED")
+
+
+class Run:
+    """Logging into one open MLflow run."""
+
+    def __init__(self, mlflow, run_id: str) -> None:
+        self.mlflow, self.run_id = mlflow, run_id
+
+    def log_metric(self, key: str, value: float, step: int | None = None) -> None:
+        self.mlflow.log_metric(key, value, step=step)
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        self.mlflow.log_metrics(metrics)
+
+    def log_param(self, key: str, value: object) -> None:
+        self.mlflow.log_param(key, _param(value))
+
+
+def _param(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

@@ -1,0 +1,94 @@
+"""The runner and CLI against a real MLflow SQLite store in a temporary directory."""
+
+import mlflow
+import pytest
+
+from ntkbench import cli, runner
+from ntkbench.methods.nn import NN
+
+FAST = {"task.n_train": 60, "task.n_test": 30, "arch.depth": 1, "arch.width": 32,
+        "nn.epochs": 2, "taylor.epochs": 2}
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    return uri
+
+
+def _runs(uri, experiment="iris"):
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(experiment_names=[experiment], output_format="pandas")
+
+
+def test_a_run_logs_params_metrics_tags_and_config(store):
+    results = runner.run(task="iris", method="all", arch="mlp", seeds=(0, 1), options=FAST)
+    assert {r.status for r in results} == {"FINISHED"} and len(results) == 10
+    runs = _runs(store)
+    assert len(runs) == 10 and set(runs.status) == {"FINISHED"}
+    for key in ("task", "method", "arch", "seed", "n_train", "task.label_noise", "arch.width", "method.lr"):
+        assert f"params.{key}" in runs.columns, key
+    for key in ("test_accuracy", "test_mse", "train_accuracy", "time_fit_s", "time_predict_s", "time_total_s",
+                "peak_memory_mb", "n_train", "n_params"):
+        assert runs[f"metrics.{key}"].notna().all(), key
+    for key in ("ntkbench_version", "git_commit", "device_name", "torch_version", "hostname"):
+        assert runs[f"tags.{key}"].notna().all(), key
+    assert set(runs["params.method"]) == {"nn", "taylor", "entk", "ntk", "nngp"}
+    assert (runs["params.n_train"] == "60").all()
+    # Kernel methods need no training budget: on iris (chance 1/3) they should be far above chance.
+    kernel_runs = runs[runs["params.method"].isin(["ntk", "nngp", "entk"])]
+    assert (kernel_runs["metrics.test_accuracy"] > 0.8).all()
+    entk = runs[runs["params.method"] == "entk"].iloc[0]
+    assert entk["params.entk_solve"] in ("primal", "dual") and entk["metrics.ridge"] > 0
+    client = mlflow.MlflowClient(store)
+    nn_run = runs[runs["params.method"] == "nn"].run_id.iloc[0]
+    assert [m.step for m in client.get_metric_history(nn_run, "train_loss")] == [0, 1]
+    config = mlflow.artifacts.load_dict(f"runs:/{nn_run}/config.json")
+    assert config["method"] == "nn" and "Dense" in config["arch_layers"]
+
+
+def test_a_failing_method_is_marked_failed_and_the_grid_goes_on(store):
+    results = runner.run(task="iris", method="entk,ntk", seeds=(0,), options={**FAST, "entk.ridge": -1.0})
+    assert [r.status for r in results] == ["FAILED", "FINISHED"]
+    runs = _runs(store).set_index("params.method")
+    assert runs.loc["entk", "status"] == "FAILED"
+    assert "ridge must be a finite non-negative number, got -1.0" in runs.loc["entk", "tags.error"]
+    assert runs.loc["ntk", "status"] == "FINISHED"
+
+
+def test_ctrl_c_ends_the_current_run_as_killed(store, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(NN, "fit", interrupted)
+    assert cli.main(["run", "--task", "iris", "--method", "ntk,nn", *[f"--set={k}={v}" for k, v in FAST.items()]]) == 130
+    runs = _runs(store).set_index("params.method")
+    assert runs.loc["nn", "status"] == "KILLED" and runs.loc["ntk", "status"] == "FINISHED"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "digitz"], r"unknown task 'digitz'; did you mean 'digits'\? Known tasks: .*iris"),
+    (["--method", "ntkk"], r"unknown method 'ntkk'; did you mean 'ntk'\? Known methods: entk, nn, nngp, ntk, taylor"),
+    (["--arch", "resnet"], r"unknown architecture 'resnet'.* Known architectures: cnn, mlp"),
+    (["--set", "nn.lrr=0.1"], r"unknown option 'lrr' for method 'nn'; valid options: epochs, batch_size"),
+    (["--set", "nn.epochs=ten"], r"option nn.epochs must be int, got 'ten'"),
+    (["--set", "nn.optimizer=rmsprop"], r"option nn.optimizer must be one of 'sgd', 'adam'"),
+    (["--set", "task.n_train=100000"], r"n_train=100000 is more than task 'iris' has: 120"),
+    (["--set", "bogus.x=1"], r"option 'bogus.x' must be PREFIX.NAME with PREFIX one of task, arch"),
+    (["--seeds", "a,b"], r"--seeds expects comma-separated integers"),
+])
+def test_bad_input_exits_2_with_one_line(store, capsys, argv, message):
+    import re
+
+    assert cli.main(["run", "--task", "iris", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err), err
+
+
+def test_list_shows_the_registries(capsys):
+    assert cli.main(["list", "methods"]) == 0
+    assert capsys.readouterr().out.split() == ["entk", "nn", "nngp", "ntk", "taylor"]
+    assert cli.main(["list", "archs", "myrtle*"]) == 0
+    assert capsys.readouterr().out.split() == ["myrtle10", "myrtle5", "myrtle7"]
