@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "list":
         registry = {"tasks": tasks.TASKS, "methods": methods.METHODS, "archs": arch.ARCHS}[args.what]
-        print("\n".join(registry.list(args.pattern)))
+        plugins = methods.PLUGINS if args.what == "methods" else {}
+        print("\n".join(n + (f"  (plugin: {plugins[n]})" if n in plugins else "") for n in registry.list(args.pattern)))
         return 0
     try:
         results = run(task=args.task, method=args.method, arch=args.arch, seeds=parse_seeds(args.seeds),

@@ -1,6 +1,38 @@
-"""Methods, one module each, registered by name with ``@register_method``."""
+"""Methods, one module each, registered by name with ``@register_method``.
+
+Other packages add methods through the ``ntkbench.methods`` entry-point group::
+
+    [project.entry-points."ntkbench.methods"]
+    my-method = "my_pkg.my_module:MyMethod"
+
+Each is registered under its entry-point name when this package is imported (``PLUGINS`` maps
+those names to their ``module:Class``). A plugin that fails to import is skipped with one
+warning line; a plugin name that is already taken raises the registry's duplicate error.
+"""
+
+import logging
+from importlib.metadata import entry_points
 
 from ntkbench.methods import entk, kernel, nn, taylor  # noqa: F401  (registers the methods)
 from ntkbench.methods.base import METHODS, Predictor, RunContext, get, options_of, register_method
 
-__all__ = ["METHODS", "Predictor", "RunContext", "get", "options_of", "register_method"]
+__all__ = ["METHODS", "PLUGINS", "Predictor", "RunContext", "get", "options_of", "register_method"]
+
+PLUGINS: dict[str, str] = {}
+
+
+def _load_plugins() -> None:
+    for ep in entry_points(group="ntkbench.methods"):
+        try:
+            cls = ep.load()
+        except Exception as e:  # a broken plugin must not break ntkbench
+            reason = (str(e).splitlines() or [""])[0]
+            logging.getLogger(__name__).warning(
+                "ntkbench: skipping method plugin %r (%s): %s: %s", ep.name, ep.value, type(e).__name__, reason)
+            continue
+        if ep.name not in METHODS or METHODS.get(ep.name) is not cls:  # unless it registered itself
+            register_method(ep.name)(cls)  # raises if the name is taken
+        PLUGINS[ep.name] = ep.value
+
+
+_load_plugins()
