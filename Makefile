@@ -11,7 +11,7 @@ ARCH ?= mlp
 SEEDS ?= 0,1,2
 BENCH_SET ?= --set arch.depth=2 --set arch.width=256
 
-.PHONY: install test bench ui bench-kernels nt-env clean
+.PHONY: install test bench leaderboard validate ui bench-kernels nt-env clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,14 @@ test: install
 
 bench: install
 	$(PY) -m ntkbench.cli run --task $(TASK) --method all --arch $(ARCH) --seeds $(SEEDS) $(BENCH_SET)
+	$(PY) -m ntkbench.cli leaderboard
+
+# leaderboard/README.md and leaderboard/site/index.html from mlflow.db and leaderboard/entries/.
+leaderboard: install
+	$(PY) -m ntkbench.cli leaderboard
+
+validate: install
+	$(PY) -m ntkbench.cli validate leaderboard/entries
 
 # The MLflow UI on the same store as `make bench` (http://127.0.0.1:5000).
 ui: install

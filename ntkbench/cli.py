@@ -2,6 +2,7 @@
 
     ntkbench run --task digits --method all --arch mlp --seeds 0,1,2 [--set nn.lr=0.1 ...]
     ntkbench list tasks|methods|archs
+    ntkbench leaderboard | export RUN_ID... | validate PATH
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from ntkbench.registry import UnknownNameError
 
@@ -58,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     run.add_argument("--tracking-uri", default=None, help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
     run.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    board = sub.add_parser("leaderboard", help="render leaderboard/README.md and leaderboard/site/ from MLflow and entries")
+    board.add_argument("--tracking-uri", default=None)
+    board.add_argument("--entries", type=Path, default=Path("leaderboard/entries"))
+    board.add_argument("--out", type=Path, default=Path("leaderboard"))
+    export = sub.add_parser("export", help="write leaderboard entries (one per task, method, arch) from MLflow runs")
+    export.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    export.add_argument("--tracking-uri", default=None)
+    export.add_argument("--out", type=Path, default=Path("leaderboard/entries"))
+    validate = sub.add_parser("validate", help="check entry files against the schema; report every bad file")
+    validate.add_argument("path", type=Path)
     lst = sub.add_parser("list", help="list registered tasks, methods or architectures")
     lst.add_argument("what", choices=["tasks", "methods", "archs"])
     lst.add_argument("pattern", nargs="?", default="*")
@@ -74,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         plugins = methods.PLUGINS if args.what == "methods" else {}
         print("\n".join(n + (f"  (plugin: {plugins[n]})" if n in plugins else "") for n in registry.list(args.pattern)))
         return 0
+    if args.command in ("leaderboard", "export", "validate"):
+        return _leaderboard_command(args)
     try:
         results = run(task=args.task, method=args.method, arch=args.arch, seeds=parse_seeds(args.seeds),
                       options=parse_settings(args.set), device=args.device, tracking_uri=args.tracking_uri,
@@ -86,6 +100,34 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(summary(results).to_string(float_format=lambda v: f"{v:.4g}"))
     return 1 if any(r.status != "FINISHED" for r in results) else 0
+
+
+def _leaderboard_command(args: argparse.Namespace) -> int:
+    from ntkbench.leaderboard import build
+    from ntkbench.leaderboard.entries import export, validate
+
+    if args.command == "validate":
+        if not args.path.exists():
+            print(f"ntkbench: error: {args.path} does not exist; expected an entry file or a folder of them", file=sys.stderr)
+            return 2
+        problems = validate(args.path)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(problems)} problem(s) in {args.path}")
+        return 1 if problems else 0
+    if args.command == "export":
+        try:
+            paths = export(args.run_ids, args.out, args.tracking_uri)
+        except ValueError as e:
+            print(f"ntkbench: error: {e}", file=sys.stderr)
+            return 2
+        print("\n".join(str(p) for p in paths))
+        return 0
+    shown, problems = build(args.tracking_uri, args.entries, args.out)
+    for problem in problems:
+        print(f"ntkbench: skipped bad entry: {problem}", file=sys.stderr)
+    print(f"leaderboard: {shown} results -> {args.out / 'README.md'}, {args.out / 'site' / 'index.html'}")
+    return 0
 
 
 if __name__ == "__main__":

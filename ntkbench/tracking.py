@@ -97,3 +97,68 @@ class Run:
 
 def _param(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def runs_frame(uri: str | None, run_ids: list[str] | None = None) -> "pandas.DataFrame":
+    """The runs of the store ``uri`` as MLflow's pandas frame (``run_id``, ``status``,
+    ``end_time``, ``params.*``, ``metrics.*``, ``tags.*``), across all experiments.
+
+    Without ``run_ids``: every FINISHED run. With ``run_ids``: exactly those runs, whatever their
+    status, in no particular order; an id that names no run raises a ``ValueError`` naming it.
+    A local store that does not exist yet (an SQLite file, a folder) is read as empty and is
+    not created.
+    """
+    import pandas as pd
+
+    resolved = resolve_uri(uri)
+    missing = _missing_local_store(resolved)
+    if missing and not run_ids:
+        return pd.DataFrame()
+    if missing:
+        raise ValueError(f"no such run(s) {', '.join(run_ids)}: the store {resolved} does not exist")
+    if run_ids is None:
+        frame = _search(resolved, "attributes.status = 'FINISHED'")
+    else:
+        bad = [r for r in run_ids if not r or not all(c.isalnum() or c in "-_" for c in r)]
+        wanted = [r for r in dict.fromkeys(run_ids) if r not in bad]
+        chunks = [wanted[i:i + 100] for i in range(0, len(wanted), 100)]
+        frames = [_search(resolved, "attributes.run_id IN (" + ", ".join(f"'{r}'" for r in chunk) + ")")
+                  for chunk in chunks]
+        frames = [f for f in frames if len(f)]
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id"])
+        unknown = bad + [r for r in wanted if r not in set(frame["run_id"])]
+        if unknown:
+            raise ValueError(f"no such run(s) in {resolved}: {', '.join(map(repr, unknown))}")
+    return frame.reset_index(drop=True)
+
+
+def _search(uri: str, filter_string: str):
+    """``mlflow.search_runs`` on ``uri``; MLflow's global tracking URI and the
+    ``MLFLOW_TRACKING_URI`` variable are left as they were."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    old_global, old_env = getattr(utils, "_tracking_uri", None), os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        return mlflow.search_runs(search_all_experiments=True, output_format="pandas", filter_string=filter_string)
+    finally:
+        mlflow.set_tracking_uri(old_global)
+        if old_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env
+
+
+def _missing_local_store(uri: str) -> bool:
+    """True for an SQLite file or a local folder store that does not exist."""
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///"):].split("?", 1)[0]
+        return path not in ("", ":memory:") and not Path(path).exists()
+    if uri.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+
+        return not Path(unquote(urlparse(uri).path)).exists()
+    if "://" not in uri and uri not in ("databricks",):
+        return not Path(uri).exists()
+    return False
