@@ -28,7 +28,7 @@ def resolve_uri(uri: str | None) -> str:
 
 def environment_tags(device: torch.device) -> dict[str, str]:
     """ntkbench version, git commit, device name, torch version and hostname."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {
         "ntkbench_version": ntkbench.__version__,
         "git_commit": git_commit(),
@@ -37,6 +37,17 @@ def environment_tags(device: torch.device) -> dict[str, str]:
         "torch_version": torch.__version__,
         "hostname": platform.node(),
     }
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo on Linux, else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def git_commit() -> str:
