@@ -36,14 +36,14 @@ def parse_settings(items: list[str]) -> dict[str, object]:
     return settings
 
 
-def parse_seeds(text: str) -> tuple[int, ...]:
+def parse_ints(flag: str, text: str, minimum: int) -> tuple[int, ...]:
     try:
-        seeds = tuple(int(s) for s in text.split(","))
+        values = tuple(int(s) for s in text.split(","))
     except ValueError:
-        raise ValueError(f"--seeds expects comma-separated integers such as 0,1,2, got {text!r}") from None
-    if any(s < 0 for s in seeds):
-        raise ValueError(f"--seeds must be >= 0, got {text!r}")
-    return seeds
+        raise ValueError(f"{flag} expects comma-separated integers such as 0,1,2, got {text!r}") from None
+    if any(v < minimum for v in values):
+        raise ValueError(f"{flag} must be >= {minimum}, got {text!r}")
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="PREFIX.NAME=VALUE",
                      help="an option of the task (task.n_train=500), the architecture (arch.width=256) "
                           "or a method (nn.lr=0.1); repeatable")
+    run.add_argument("--n-train", default=None, metavar="N[,N...]",
+                     help="sweep the task's n_train, e.g. 100,200,400 (learning curves)")
+    run.add_argument("--data-root", default=None, help="dataset folder; default $NTKBENCH_DATA or datasets/data")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     run.add_argument("--tracking-uri", default=None, help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
     run.add_argument("--no-track", action="store_true", help="do not log to MLflow")
@@ -89,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("leaderboard", "export", "validate"):
         return _leaderboard_command(args)
     try:
-        results = run(task=args.task, method=args.method, arch=args.arch, seeds=parse_seeds(args.seeds),
+        n_trains = parse_ints("--n-train", args.n_train, 1) if args.n_train else ()
+        results = run(task=args.task, method=args.method, arch=args.arch, seeds=parse_ints("--seeds", args.seeds, 0),
                       options=parse_settings(args.set), device=args.device, tracking_uri=args.tracking_uri,
-                      track=not args.no_track)
+                      track=not args.no_track, n_trains=n_trains, data_root=args.data_root)
     except (ValueError, UnknownNameError) as e:
         print(f"ntkbench: error: {e}", file=sys.stderr)
         return 2

@@ -57,12 +57,14 @@ def split_options(options: dict[str, object], method_names: list[str]) -> dict[s
 
 def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tuple[int, ...] = (0,),
         options: dict[str, object] | None = None, device: str = "auto", tracking_uri: str | None = None,
-        track: bool = True) -> list[RunResult]:
-    """Run every (method, seed) on ``task`` with one architecture; returns one result per run.
+        track: bool = True, n_trains: tuple[int, ...] = (), data_root: str | None = None) -> list[RunResult]:
+    """Run every (n_train, seed, method) on ``task`` with one architecture; one result per run.
 
     ``method`` is a name, a comma-separated list or ``all``. ``options`` are ``task.X``,
-    ``arch.X`` or ``<method>.X`` settings. Every name and option is checked before the first
-    run; a method that raises is recorded as FAILED and the grid goes on.
+    ``arch.X`` or ``<method>.X`` settings. ``n_trains`` sweeps the task's n_train (learning
+    curves); ``data_root`` goes to tasks that read files. Every name and option, and the data,
+    is checked before the first run; a method that raises is recorded as FAILED and the grid
+    goes on.
     """
     names = method_lib.METHODS.list() if method == "all" else method.split(",")
     for name in names:
@@ -71,8 +73,12 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
     dev = resolve_device(device)
     network = arch_lib.get(arch, **groups["arch"])
     arch_params = {**_defaults(arch_lib.ARCHS.get(arch)), **groups["arch"]}
-    for seed in seeds:  # fail fast on bad task options or method options, before any run
-        task_lib.get(task, **{"seed": seed, **groups["task"]})
+    if data_root is not None and "data_root" in inspect.signature(task_lib.TASKS.get(task)).parameters:
+        groups["task"]["data_root"] = str(data_root)
+    sizes = [{"n_train": n} for n in n_trains] or [{}]
+    # Build every task before the first run: bad options or missing data fail fast, with no run.
+    datasets = {(i, seed): task_lib.get(task, **{"seed": seed, **groups["task"], **size})
+                for i, size in enumerate(sizes) for seed in seeds}
     for name in names:
         method_lib.get(name, network, 0, **dict(groups[name]))
 
@@ -82,9 +88,9 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
 
         tracker = Tracker(tracking_uri)
     results = []
-    grid = [(seed, name) for seed in seeds for name in names]
-    for seed, name in tqdm(grid, desc="runs", disable=not sys.stderr.isatty()):
-        data = task_lib.get(task, **{"seed": seed, **groups["task"]})
+    grid = [(i, seed, name) for i in range(len(sizes)) for seed in seeds for name in names]
+    for i, seed, name in tqdm(grid, desc="runs", disable=not sys.stderr.isatty()):
+        data = datasets[i, seed]
         model = method_lib.get(name, network, seed, **dict(groups[name]))
         results.append(_run_one(data, name, model, arch, arch_params, network, dev, tracker))
     return results
@@ -143,7 +149,7 @@ def _fit_and_evaluate(model, ctx, x, y, x_test, y_test, num_classes, network, de
         "time_predict_s": predicted - fitted,
         "time_total_s": done - start,
         "peak_memory_mb": memory.peak_mb,
-        "n_train": float(len(x)),
+        "n_train": float(ctx.metrics.get("n_train_used", len(x))),
         "n_params": float(n_params),
     }
 
@@ -186,14 +192,15 @@ class PeakMemory:
 
 
 def summary(results: list[RunResult]):
-    """A pandas table per method: test accuracy mean ± std over seeds, and mean times."""
+    """A pandas table per (method, n_train): test accuracy mean ± std over seeds, mean times."""
     import pandas as pd
 
     rows = [{"method": r.method, "status": r.status, **r.metrics} for r in results]
     frame = pd.DataFrame(rows)
     ok = frame[frame.status == "FINISHED"]
-    table = ok.groupby("method").agg(
+    table = ok.groupby(["method", "n_train"]).agg(
         acc_mean=("test_accuracy", "mean"), acc_std=("test_accuracy", "std"), seeds=("test_accuracy", "size"),
         fit_s=("time_fit_s", "mean"), predict_s=("time_predict_s", "mean"), peak_mb=("peak_memory_mb", "max"))
     failed = frame[frame.status != "FINISHED"].groupby("method").size().rename("failed")
-    return table.join(failed, how="outer").fillna({"failed": 0}).sort_values("acc_mean", ascending=False)
+    table = table.reset_index().merge(failed, on="method", how="outer").fillna({"failed": 0})
+    return table.sort_values(["n_train", "acc_mean"], ascending=[True, False]).set_index(["method", "n_train"])

@@ -92,3 +92,21 @@ def test_list_shows_the_registries(capsys):
     assert capsys.readouterr().out.split() == ["entk", "nn", "nngp", "ntk", "taylor"]
     assert cli.main(["list", "archs", "myrtle*"]) == 0
     assert capsys.readouterr().out.split() == ["myrtle10", "myrtle5", "myrtle7"]
+
+
+def test_n_train_sweep_and_kernel_budgets_log_the_n_train_used(store):
+    options = {**FAST, "ntk.max_n_train": 40, "entk.max_n_train": 30}
+    results = runner.run(task="iris", method="ntk,nngp,entk", seeds=(0,), options=options, n_trains=(45, 90))
+    used = {(r.method, r.metrics["n_train"]) for r in results}
+    assert used == {("ntk", 40), ("nngp", 45), ("nngp", 90), ("entk", 30)}
+    runs = _runs(store)
+    assert sorted(runs["metrics.n_train_used"].dropna()) == [30, 30, 40, 40, 45, 90]
+    assert sorted(runs["params.n_train"]) == ["45", "45", "45", "90", "90", "90"]
+    table = runner.summary(results)
+    assert table.loc[("nngp", 90.0), "seeds"] == 1
+
+
+def test_a_memory_budget_shrinks_the_kernel_training_set(store):
+    # 1e-4 GiB holds sqrt(107374 / 24) ≈ 66 rows of the float64 train kernel and its factors.
+    results = runner.run(task="iris", method="ntk", options={**FAST, "task.n_train": 120, "ntk.memory_budget_gb": 1e-4})
+    assert results[0].metrics["n_train"] == 66

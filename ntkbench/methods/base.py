@@ -5,6 +5,8 @@ returning a predictor with ``predict(x) -> (n, num_classes)`` scores."""
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
 import types
 import typing
 from collections.abc import Callable
@@ -116,3 +118,36 @@ def choose_ridge(k_train: Tensor | None, targets: Tensor, ridge: float | None, c
         ctx.log_metric("loo_mse", float(choice.loo_mse.min()))
     ctx.log_metric("ridge", ridge)
     return ridge
+
+
+def fit_budget(x: Tensor, labels: Tensor, max_n_train: int | None, memory_budget_gb: float, time_budget_s: float,
+               bytes_per_row: float, bytes_per_pair: float, probe: Callable[[Tensor], object], seed: int,
+               ctx: RunContext) -> tuple[Tensor, Tensor]:
+    """The largest stratified subset of (x, labels) that fits the budgets, and ``n_train_used``.
+
+    Memory: n·bytes_per_row + n²·bytes_per_pair <= memory_budget_gb. Time: ``probe`` is timed
+    on up to 32 rows and the cost extrapolated with the pair count, n²/32² (kernels grow with the
+    number of pairs). ``max_n_train`` caps the result. A subsample is drawn per class with
+    ``seed`` and logged, never silent.
+    """
+    n = len(x)
+    budget = memory_budget_gb * 2**30
+    n_memory = (-bytes_per_row + math.sqrt(bytes_per_row**2 + 4 * bytes_per_pair * budget)) / (2 * bytes_per_pair)
+    rows = x[: min(n, 32)]
+    start = time.perf_counter()
+    probe(rows)
+    per_pair = max(time.perf_counter() - start, 1e-9) / len(rows) ** 2
+    n_time = math.sqrt(time_budget_s / per_pair)
+    n_used = int(min(n, n_memory, n_time, max_n_train or n))
+    ctx.log_metric("n_train_used", n_used)
+    ctx.log_metric("n_train_budget_memory", min(n_memory, 1e12))
+    ctx.log_metric("n_train_budget_time", min(n_time, 1e12))
+    if n_used >= n:
+        return x, labels
+    if n_used < 1:
+        raise ValueError(f"no training row fits memory_budget_gb={memory_budget_gb} and time_budget_s={time_budget_s}")
+    from ntkbench.tasks.base import random_stream, stratified_indices
+
+    index = stratified_indices(labels.cpu().numpy(), n_used, random_stream(seed, 3))
+    index = torch.from_numpy(index).to(x.device)
+    return x[index], labels[index]

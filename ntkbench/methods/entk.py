@@ -11,7 +11,14 @@ from torch import Tensor
 from torch.func import functional_call, jacrev, vmap
 
 from ntkbench.arch import Network
-from ntkbench.methods.base import RunContext, centered_one_hot, check_inputs, choose_ridge, register_method
+from ntkbench.methods.base import (
+    RunContext,
+    centered_one_hot,
+    check_inputs,
+    choose_ridge,
+    fit_budget,
+    register_method,
+)
 from ntkbench.methods.training import Params, TrainOptions, batched, init_network, pretrain
 from ntkbench.solvers import ridge_weights
 
@@ -67,7 +74,10 @@ class ENTK(TrainOptions):
 
     The solve runs in weight space, w = Jᵀ(Θ̂ + λI)⁻¹R ("dual", n×n) or w = (JᵀJ + λI)⁻¹JᵀR
     ("primal", P×P), the same vector by the push-through identity; ``solve="auto"`` takes the
-    smaller system. The training options apply to the ``at_epoch`` pretraining.
+    smaller system. The training options apply to the ``at_epoch`` pretraining. Training uses
+    the largest stratified subset within ``memory_budget_gb``, ``time_budget_s`` and
+    ``max_n_train`` (``fit_budget``; the time extrapolation by pair count is conservative for
+    the Jacobian, whose cost grows linearly).
     """
 
     ridge: float | None = None
@@ -75,6 +85,9 @@ class ENTK(TrainOptions):
     kernel: Literal["sum", "full"] = "sum"
     solve: Literal["auto", "dual", "primal"] = "auto"
     dtype: Literal["float64", "float32"] = "float64"
+    max_n_train: int | None = None
+    memory_budget_gb: float = 64.0
+    time_budget_s: float = 1800.0
 
     def fit(self, x: Tensor, labels: Tensor, num_classes: int, ctx: RunContext | None = None) -> LinearizedPredictor:
         check_inputs(x, labels, num_classes)
@@ -84,12 +97,18 @@ class ENTK(TrainOptions):
         dtype = {"float64": torch.float64, "float32": torch.float32}[self.dtype]
         net, params = net.to(dtype), {k: v.to(dtype) for k, v in params.items()}
         x = x.to(dtype)
+        rows_per_input = num_classes if self.kernel == "full" else 1
+        n_params = sum(v.numel() for v in params.values())
+        # J holds rows_per_input·P numbers per input; Θ̂ and its factors about 3 (rows_per_input·n)².
+        x, labels = fit_budget(x, labels, self.max_n_train, self.memory_budget_gb, self.time_budget_s,
+                               rows_per_input * n_params * dtype.itemsize, 3 * rows_per_input**2 * dtype.itemsize,
+                               lambda rows: jacobian(net, params, rows, self.kernel, num_classes), self.seed, ctx)
         j = jacobian(net, params, x, self.kernel, num_classes)
         f0 = batched(lambda chunk: functional_call(net, params, (chunk,)), x)
         residual = centered_one_hot(labels, num_classes, dtype) - f0
         if self.kernel == "full":
             residual = residual.reshape(-1, 1)
-        rows, n_params = j.shape
+        rows = j.shape[0]
         solve = self.solve if self.solve != "auto" else ("primal" if n_params < rows else "dual")
         ctx.log_param("entk_solve", solve)
         ctx.log_metric("entk_n_features", n_params)

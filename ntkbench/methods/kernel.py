@@ -9,7 +9,14 @@ import torch
 from torch import Tensor
 
 from ntkbench.arch import Serial
-from ntkbench.methods.base import RunContext, centered_one_hot, check_inputs, choose_ridge, register_method
+from ntkbench.methods.base import (
+    RunContext,
+    centered_one_hot,
+    check_inputs,
+    choose_ridge,
+    fit_budget,
+    register_method,
+)
 from ntkbench.solvers import ridge_weights
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -32,18 +39,29 @@ class KernelPredictor:
 @dataclass
 class _KernelRegression:
     """Infinite-width kernel regression on centered one-hot targets; the ridge is relative
-    (λ·tr(K)/n), fixed by ``ridge`` or chosen by exact leave-one-out on a log grid."""
+    (λ·tr(K)/n), fixed by ``ridge`` or chosen by exact leave-one-out on a log grid.
+
+    Training uses the largest stratified subset that fits ``memory_budget_gb`` and
+    ``time_budget_s`` (defaults sized for one large GPU) and ``max_n_train``; see ``fit_budget``.
+    """
 
     arch: Serial
     seed: int = 0
     ridge: float | None = None
     dtype: Literal["float64", "float32"] = "float64"
+    max_n_train: int | None = None
+    memory_budget_gb: float = 64.0
+    time_budget_s: float = 1800.0
     kind = "ntk"
 
     def fit(self, x: Tensor, labels: Tensor, num_classes: int, ctx: RunContext | None = None) -> KernelPredictor:
         check_inputs(x, labels, num_classes)
         ctx = ctx or RunContext()
-        k = getattr(self.arch.kernel(x, dtype=DTYPES[self.dtype]), self.kind)
+        dtype = DTYPES[self.dtype]
+        # The train kernel, its eigenvectors (LOO) and the Cholesky factor: about 3 n² numbers.
+        x, labels = fit_budget(x, labels, self.max_n_train, self.memory_budget_gb, self.time_budget_s, 0.0,
+                               3 * dtype.itemsize, lambda rows: self.arch.kernel(rows, dtype=dtype), self.seed, ctx)
+        k = getattr(self.arch.kernel(x, dtype=dtype), self.kind)
         y = centered_one_hot(labels, num_classes, k.dtype)
         ridge = choose_ridge(k, y, self.ridge, ctx)
         return KernelPredictor(self.arch, self.kind, x, ridge_weights(k, y, ridge))

@@ -35,6 +35,7 @@ class TrainOptions:
     schedule: Literal["cosine", "constant"] = "cosine"
     loss: Literal["mse", "cross_entropy"] = "mse"
     parameterization: Literal["ntk", "standard"] = "ntk"
+    flip: bool = False
 
 
 def init_network(opts: TrainOptions, x: Tensor, num_classes: int) -> tuple[Network, Params]:
@@ -51,6 +52,7 @@ def train(forward: Forward, params: Params, x: Tensor, labels: Tensor, num_class
     MSE: ½ mean_i ‖f(x_i) − (e_{y_i} − 1/C)‖²; cross-entropy on the logits otherwise. The
     learning rate follows a cosine decay over all steps (or stays constant). The loss and
     accuracy of each epoch are logged as step metrics ``{prefix}train_loss``/``train_accuracy``.
+    ``flip`` mirrors each image of a batch left-right with probability ½ (augmentation).
     Returns new parameter tensors; ``params`` are not modified.
     """
     params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
@@ -69,7 +71,11 @@ def train(forward: Forward, params: Params, x: Tensor, labels: Tensor, num_class
         loss_sum = torch.zeros((), device=x.device)
         correct = torch.zeros((), device=x.device, dtype=torch.int64)
         for idx in torch.randperm(n, generator=generator).to(x.device).split(opts.batch_size):
-            out = forward(params, x[idx])
+            batch = x[idx]
+            if opts.flip and batch.dim() == 4:
+                mirror = (torch.rand(len(idx), generator=generator) < 0.5).to(x.device)
+                batch = torch.where(mirror[:, None, None, None], batch.flip(-1), batch)
+            out = forward(params, batch)
             if opts.loss == "mse":
                 loss = 0.5 * (out - targets[idx]).square().sum(1).mean()
             else:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -49,6 +51,7 @@ class Common:
     n_test: int | None = None
     seed: int = 0
     label_noise: float = 0.0
+    zca: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("n_train", "n_test"):
@@ -59,9 +62,25 @@ class Common:
         if not isinstance(p, numbers.Real) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
             raise ValueError(f"label_noise must be a number in [0, 1], got {p!r}")
         object.__setattr__(self, "label_noise", float(p))
+        z = self.zca
+        if z is not None and (not isinstance(z, numbers.Real) or isinstance(z, bool) or not z > 0):
+            raise ValueError(f"zca must be a regularization strength > 0 (e.g. 0.1) or None, got {z!r}")
 
 
 COMMON_OPTIONS = tuple(f.name for f in fields(Common))
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "datasets" / "data"
+DATA_ENV = "NTKBENCH_DATA"
+
+
+class DataError(ValueError):
+    """Missing or corrupt data files; the message names the files, the folder searched and
+    how to obtain the data."""
+
+
+def data_root(option: str | Path | None = None) -> Path:
+    """Where datasets live: the ``data_root`` option (``--data-root``), else ``$NTKBENCH_DATA``,
+    else ``datasets/data/`` in the repository (git-ignored)."""
+    return Path(option or os.environ.get(DATA_ENV) or DEFAULT_DATA_ROOT)
 
 TASKS: Registry[Callable[..., Task]] = Registry("task")
 register_task = TASKS.register
@@ -133,6 +152,24 @@ def standardize(x_train: Tensor, x_test: Tensor) -> tuple[Tensor, Tensor, str]:
     return ((x_train - mean) / std).float(), ((x_test - mean) / std).float(), how
 
 
+def zca_whiten(x_train: Tensor, x_test: Tensor, strength: float) -> tuple[Tensor, Tensor]:
+    """ZCA whitening of flattened inputs with train statistics (Lee et al. 2020, "Finite versus
+    infinite neural networks"; Shankar et al. 2020): with Σ = X̄ᵀX̄/n = U diag(s) Uᵀ,
+
+    x ↦ (x − μ) U diag(1/√(s + strength·tr(Σ)/D)) Uᵀ.
+
+    The eigendecomposition is D×D for D = C·H·W features (3,072 for CIFAR, 12,288 at 64×64).
+    """
+    shape = x_train.shape[1:]
+    a, b = x_train.double().flatten(1), x_test.double().flatten(1)
+    mean = a.mean(0)
+    cov = (a - mean).T @ (a - mean) / len(a)
+    s, u = torch.linalg.eigh(cov)
+    scale = (s.clamp_min(0) + strength * cov.trace() / len(s)).rsqrt()
+    w = (u * scale) @ u.T
+    return ((a - mean) @ w).float().reshape(-1, *shape), ((b - mean) @ w).float().reshape(-1, *shape)
+
+
 def add_label_noise(y: Tensor, p: float, num_classes: int, rng: np.random.Generator) -> tuple[Tensor, int]:
     """Resample exactly ``round(p·n)`` labels, at random positions, uniformly from the classes
     (a resampled label may equal the old one). Returns the new labels and the count."""
@@ -159,6 +196,9 @@ def from_arrays(name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.
         splits.append((torch.tensor(x), torch.tensor(y, dtype=torch.int64)))  # copies: x, y may be cached
     (x_train, y_train), (x_test, y_test) = splits
     x_train, x_test, how = standardize(x_train, x_test)
+    if common.zca is not None:
+        x_train, x_test = zca_whiten(x_train, x_test, common.zca)
+        how += f", then ZCA whitening with strength {common.zca:g} (train statistics)"
     return finish(name, (x_train, y_train), (x_test, y_test), num_classes, common, {"standardize": how, **facts})
 
 

@@ -67,3 +67,18 @@ def test_entk_at_epoch_and_taylor_after_training_log_the_pretraining():
     ctx = methods.RunContext()
     methods.get("taylor", ARCH, seed=0, linearize_at_epoch=2, epochs=1, centered=True).fit(x, y, 3, ctx)
     assert {"nn_train_loss", "train_loss"} <= set(ctx.metrics)
+
+
+def test_horizontal_flips_change_training_reproducibly():
+    from ntkbench import tasks
+    from ntkbench.arch import get
+
+    task = tasks.get("digits", n_train=50, n_test=20)
+    (x, y), (x_test, _) = task.train, task.test
+    arch = get("cnn", depth=1, channels=4)
+
+    def predict(flip):
+        return methods.get("nn", arch, seed=0, epochs=2, flip=flip).fit(x, y, 10).predict(x_test)
+
+    assert torch.equal(predict(True), predict(True))
+    assert not torch.equal(predict(True), predict(False))

@@ -115,8 +115,8 @@ def test_teacher_vector_inputs_and_defaults() -> None:
     (lambda: tasks.get("cifar"), UnknownNameError, r"unknown task 'cifar'.*Known tasks: .*digits.*teacher"),
     (lambda: tasks.get("digit"), UnknownNameError, r"did you mean 'digits'"),
     (lambda: tasks.get("digits", width=3), ValueError,
-     r"unknown option\(s\) width for task 'digits'; valid options: n_train, n_test, seed, label_noise$"),
-    (lambda: tasks.get("teacher", depth=3), ValueError, r"valid options: .*label_noise, arch, width"),
+     r"unknown option\(s\) width for task 'digits'; valid options: n_train, n_test, seed, label_noise, zca$"),
+    (lambda: tasks.get("teacher", depth=3), ValueError, r"valid options: .*label_noise, zca, arch, width"),
     (lambda: tasks.get("digits", n_train=5000), ValueError, r"n_train=5000 is more than task 'digits' has: 1437 train"),
     (lambda: tasks.get("iris", n_test=31), ValueError, r"n_test=31 is more than task 'iris' has: 30 test"),
     (lambda: tasks.get("digits", label_noise=1.5), ValueError, r"label_noise must be a number in \[0, 1\], got 1.5"),
@@ -133,3 +133,17 @@ def test_teacher_vector_inputs_and_defaults() -> None:
 def test_bad_input_raises_a_clear_error(call, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         call()
+
+
+def test_zca_whitening_decorrelates_the_training_inputs():
+    task = tasks.get("digits", n_train=400, zca=1e-6)
+    x = task.train[0].double().flatten(1)
+    cov = (x - x.mean(0)).T @ (x - x.mean(0)) / len(x)
+    # Pixels that never vary stay 0; every other direction is whitened to unit variance up to the
+    # regularization (1e-6 of the mean eigenvalue) and float32 rounding.
+    nonzero = torch.linalg.eigvalsh(cov)
+    nonzero = nonzero[nonzero > 1e-3]
+    assert torch.allclose(nonzero, torch.ones_like(nonzero), atol=1e-2)
+    assert "ZCA whitening with strength 1e-06" in task.params["standardize"]
+    with pytest.raises(ValueError, match="zca must be a regularization strength > 0"):
+        tasks.get("digits", zca=-1)
