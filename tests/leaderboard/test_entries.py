@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import ntkbench
-from ntkbench.cli import build_parser, parse_seeds, parse_settings
+from ntkbench.cli import build_parser, parse_ints, parse_settings
 from ntkbench.leaderboard.entries import (Entry, Problem, compute_checksum, export, load_entries,
                                           records_from_mlflow, validate)
 from ntkbench.leaderboard.record import Record
@@ -80,7 +80,7 @@ def test_command_reproduces_the_run(exported):
     settings = parse_settings(args.set)
     assert settings["arch.width"] == 16 and settings["task.n_train"] == 60 and settings["ntk.ridge"] is None
     assert not any(key.startswith("task.") and key[5:] in ("source", "split", "seed") for key in settings)
-    rerun = ntkbench.run(task=args.task, method=args.method, arch=args.arch, seeds=parse_seeds(args.seeds),
+    rerun = ntkbench.run(task=args.task, method=args.method, arch=args.arch, seeds=parse_ints("--seeds", args.seeds, 0),
                          options=settings, device=args.device, track=False)
     assert [r.metrics["test_accuracy"] for r in rerun] == [r["test_accuracy"] for r in data["results"]]
 
