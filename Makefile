@@ -7,11 +7,18 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 
 # `make bench TASK=wine`: every method, 3 seeds, on embedded data; logged to MLflow (mlflow.db).
 TASK ?= digits
-ARCH ?= mlp
 SEEDS ?= 0,1,2
+ifneq (,$(findstring imagenet,$(TASK)))
+# Downsampled ImageNet: a CNN with a Flatten readout (kernels O(HW·k²) per pair), 100 training
+# images per class; kernel methods shrink n_train to their memory/time budgets (see README).
+ARCH ?= cnn
+BENCH_SET ?= --set arch.readout=flatten --set arch.channels=128 --set task.n_per_class=100 --set nn.epochs=30 --set taylor.epochs=30
+else
+ARCH ?= mlp
 BENCH_SET ?= --set arch.depth=2 --set arch.width=256
+endif
 
-.PHONY: install test bench leaderboard validate ui bench-kernels nt-env clean
+.PHONY: install test bench data leaderboard validate ui bench-kernels nt-env clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +35,11 @@ test: install
 bench: install
 	$(PY) -m ntkbench.cli run --task $(TASK) --method all --arch $(ARCH) --seeds $(SEEDS) $(BENCH_SET)
 	$(PY) -m ntkbench.cli leaderboard
+
+# Download a torchvision dataset into the data root ($$NTKBENCH_DATA or datasets/data):
+# make data DATASET=cifar10. Downsampled ImageNet needs a login: see datasets/imagenet64.md.
+data: install
+	$(PY) -c "from ntkbench.tasks.torchvision import download; print(download('$(DATASET)'))"
 
 # leaderboard/README.md and leaderboard/site/index.html from mlflow.db and leaderboard/entries/.
 leaderboard: install
