@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--n-train", default=None, metavar="N[,N...]",
                      help="sweep the task's n_train, e.g. 100,200,400 (learning curves)")
     run.add_argument("--data-root", default=None, help="dataset folder; default $NTKBENCH_DATA or datasets/data")
+    run.add_argument("--download", action="store_true",
+                     help="let tasks that support it (mnist, cifar10, ...) download missing files")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     run.add_argument("--tracking-uri", default=None, help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
     run.add_argument("--no-track", action="store_true", help="do not log to MLflow")
@@ -95,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         n_trains = parse_ints("--n-train", args.n_train, 1) if args.n_train else ()
         results = run(task=args.task, method=args.method, arch=args.arch, seeds=parse_ints("--seeds", args.seeds, 0),
                       options=parse_settings(args.set), device=args.device, tracking_uri=args.tracking_uri,
-                      track=not args.no_track, n_trains=n_trains, data_root=args.data_root)
+                      track=not args.no_track, n_trains=n_trains, data_root=args.data_root,
+                      download=args.download)
     except (ValueError, UnknownNameError) as e:
         print(f"ntkbench: error: {e}", file=sys.stderr)
         return 2

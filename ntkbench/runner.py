@@ -57,12 +57,14 @@ def split_options(options: dict[str, object], method_names: list[str]) -> dict[s
 
 def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tuple[int, ...] = (0,),
         options: dict[str, object] | None = None, device: str = "auto", tracking_uri: str | None = None,
-        track: bool = True, n_trains: tuple[int, ...] = (), data_root: str | None = None) -> list[RunResult]:
+        track: bool = True, n_trains: tuple[int, ...] = (), data_root: str | None = None,
+        download: bool = False) -> list[RunResult]:
     """Run every (n_train, seed, method) on ``task`` with one architecture; one result per run.
 
     ``method`` is a name, a comma-separated list or ``all``. ``options`` are ``task.X``,
     ``arch.X`` or ``<method>.X`` settings. ``n_trains`` sweeps the task's n_train (learning
-    curves); ``data_root`` goes to tasks that read files. Every name and option, and the data,
+    curves); ``data_root`` goes to tasks that read files, and ``download`` lets those that can
+    fetch missing files. Every name and option, and the data,
     is checked before the first run; a method that raises is recorded as FAILED and the grid
     goes on.
     """
@@ -73,8 +75,13 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
     dev = resolve_device(device)
     network = arch_lib.get(arch, **groups["arch"])
     arch_params = {**_defaults(arch_lib.ARCHS.get(arch)), **groups["arch"]}
-    if data_root is not None and "data_root" in inspect.signature(task_lib.TASKS.get(task)).parameters:
+    accepted = inspect.signature(task_lib.TASKS.get(task)).parameters
+    if data_root is not None and "data_root" in accepted:
         groups["task"]["data_root"] = str(data_root)
+    if download:
+        if "download" not in accepted:
+            raise ValueError(f"task {task!r} has nothing to download; --download is for tasks that read files")
+        groups["task"]["download"] = True
     sizes = [{"n_train": n} for n in n_trains] or [{}]
     # Build every task before the first run: bad options or missing data fail fast, with no run.
     datasets = {(i, seed): task_lib.get(task, **{"seed": seed, **groups["task"], **size})

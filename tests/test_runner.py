@@ -110,3 +110,8 @@ def test_a_memory_budget_shrinks_the_kernel_training_set(store):
     # 1e-4 GiB holds sqrt(107374 / 24) ≈ 66 rows of the float64 train kernel and its factors.
     results = runner.run(task="iris", method="ntk", options={**FAST, "task.n_train": 120, "ntk.memory_budget_gb": 1e-4})
     assert results[0].metrics["n_train"] == 66
+
+
+def test_download_is_refused_for_tasks_that_ship_their_data(store, capsys):
+    assert cli.main(["run", "--task", "iris", "--download"]) == 2
+    assert "task 'iris' has nothing to download" in capsys.readouterr().err

@@ -79,12 +79,14 @@ def download(name: str, data_root: str | Path | None = None) -> Path:
         raise ValueError(f"unknown data set {name!r}; choices: {', '.join(SPECS)}")
     cls = getattr(tvd, SPECS[name].cls)
     root = str(resolve_root(data_root) / name)
-    if name == "svhn":
-        for split in ("train", "test"):
-            cls(root=root, split=split, download=True)
-    else:
-        for train in (True, False):
-            cls(root=root, train=train, download=True)
+    splits = [{"split": s} for s in ("train", "test")] if name == "svhn" else [{"train": t} for t in (True, False)]
+    try:
+        for split in splits:
+            cls(root=root, download=True, **split)
+    except (OSError, RuntimeError) as e:  # no network, a refused or broken download
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"downloading {name} into {root} failed ({reason}); copy the files there by hand "
+                        f"(see datasets/{name}.md)") from None
     return folder(name, data_root)
 
 
