@@ -152,6 +152,16 @@ def standardize(x_train: Tensor, x_test: Tensor) -> tuple[Tensor, Tensor, str]:
     return ((x_train - mean) / std).float(), ((x_test - mean) / std).float(), how
 
 
+def preprocess(x_train: Tensor, x_test: Tensor, common: Common) -> tuple[Tensor, Tensor, str]:
+    """Standardize with train statistics, then ZCA-whiten when ``common.zca`` is set; returns
+    both splits and a description for the run's params."""
+    x_train, x_test, how = standardize(x_train, x_test)
+    if common.zca is not None:
+        x_train, x_test = zca_whiten(x_train, x_test, common.zca)
+        how += f", then ZCA whitening with strength {common.zca:g} (train statistics)"
+    return x_train, x_test, how
+
+
 def zca_whiten(x_train: Tensor, x_test: Tensor, strength: float) -> tuple[Tensor, Tensor]:
     """ZCA whitening of flattened inputs with train statistics (Lee et al. 2020, "Finite versus
     infinite neural networks"; Shankar et al. 2020): with Σ = X̄ᵀX̄/n = U diag(s) Uᵀ,
@@ -195,10 +205,7 @@ def from_arrays(name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.
             x, y = x[index], y[index]
         splits.append((torch.tensor(x), torch.tensor(y, dtype=torch.int64)))  # copies: x, y may be cached
     (x_train, y_train), (x_test, y_test) = splits
-    x_train, x_test, how = standardize(x_train, x_test)
-    if common.zca is not None:
-        x_train, x_test = zca_whiten(x_train, x_test, common.zca)
-        how += f", then ZCA whitening with strength {common.zca:g} (train statistics)"
+    x_train, x_test, how = preprocess(x_train, x_test, common)
     return finish(name, (x_train, y_train), (x_test, y_test), num_classes, common, {"standardize": how, **facts})
 
 

@@ -27,8 +27,7 @@ import numpy as np
 import torch
 
 from ntkbench.tasks.base import (TEST_STREAM, TRAIN_STREAM, Common, DataError, Task, check_int, data_root,
-                                 finish, random_stream, register_task, standardize, stratified_indices,
-                                 zca_whiten)
+                                 finish, preprocess, random_stream, register_task, stratified_indices)
 
 NUM_CLASSES = 1000
 TRAIN_FILES = tuple(f"train_data_batch_{i}" for i in range(1, 11))
@@ -238,10 +237,7 @@ def _build(name: str, resolution: int, classes: Sequence[int], common: Common, r
                                  (None, random_stream(common.seed, TEST_STREAM)))
     x_train = torch.from_numpy(_read(train_files, train_index, resolution))
     x_test = torch.from_numpy(_read(test_files, test_index, resolution))
-    x_train, x_test, how = standardize(x_train, x_test)  # then ZCA, as base.from_arrays does
-    if common.zca is not None:
-        x_train, x_test = zca_whiten(x_train, x_test, common.zca)
-        how += f", then ZCA whitening with strength {common.zca:g} (train statistics)"
+    x_train, x_test, how = preprocess(x_train, x_test, common)
     facts: dict[str, object] = {
         "standardize": f"pixels/255, then {how}", "resolution": resolution, "n_per_class": n_per_class,
         "classes": list(classes), "data_dir": str(folder),

@@ -7,7 +7,7 @@ import inspect
 import torch
 
 from ntkbench import arch as archs
-from ntkbench.tasks.base import Common, Task, check_int, finish, register_task, standardize
+from ntkbench.tasks.base import Common, Task, check_int, finish, preprocess, register_task
 
 DEFAULT_SIZE = 1000
 
@@ -39,7 +39,7 @@ def teacher(common: Common, arch: str = "mlp", width: int = 512, num_classes: in
     network = _teacher_architecture(arch, width).module(input_shape, num_classes, "ntk", generator)
     x_train = torch.randn(n_train, *input_shape, generator=generator)
     x_test = torch.randn(n_test, *input_shape, generator=generator)
-    x_train, x_test, how = standardize(x_train, x_test)
+    x_train, x_test, how = preprocess(x_train, x_test, common)
     with torch.no_grad():
         f_train, f_test = network(x_train), network(x_test)
     center = f_train.mean(0)

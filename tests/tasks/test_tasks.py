@@ -149,3 +149,8 @@ def test_zca_whitening_decorrelates_the_training_inputs():
     assert "ZCA whitening with strength 1e-06" in task.params["standardize"]
     with pytest.raises(ValueError, match="zca must be a regularization strength > 0"):
         tasks.get("digits", zca=-1)
+
+
+def test_teacher_applies_zca_too():
+    task = tasks.get("teacher", n_train=300, n_test=10, input_shape=[8], zca=1e-6)
+    assert "ZCA whitening" in task.params["standardize"]
