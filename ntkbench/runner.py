@@ -126,7 +126,7 @@ def _run_one(data, name, model, arch_name, arch_params, network, dev, tracker) -
     try:
         with scope as tracked:
             result.run_id = tracked.run_id if tracked else None
-            ctx = method_lib.RunContext(tracked.log_metric if tracked else None, tracked.log_param if tracked else None)
+            ctx = method_lib.RunContext(*((tracked.log_metric, tracked.log_param, tracked.log_dict) if tracked else ()))
             evaluation = _fit_and_evaluate(model, ctx, x, y, x_test, y_test, data.num_classes, network, dev)
             if tracked:  # the method's own metrics were logged as they came
                 tracked.log_metrics(evaluation)

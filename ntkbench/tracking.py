@@ -105,6 +105,9 @@ class Run:
     def log_param(self, key: str, value: object) -> None:
         self.mlflow.log_param(key, _param(value))
 
+    def log_dict(self, data: object, file_name: str) -> None:
+        self.mlflow.log_dict(data, file_name)
+
 
 def _param(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value)

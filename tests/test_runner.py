@@ -115,3 +115,14 @@ def test_a_memory_budget_shrinks_the_kernel_training_set(store):
 def test_download_is_refused_for_tasks_that_ship_their_data(store, capsys):
     assert cli.main(["run", "--task", "iris", "--download"]) == 2
     assert "task 'iris' has nothing to download" in capsys.readouterr().err
+
+
+def test_kernel_methods_log_diagnostics_and_the_spectrum(store):
+    results = runner.run(task="iris", method="ntk,entk", options=FAST)
+    for result in results:
+        assert 0 < result.metrics["kernel_alignment"] <= 1
+        assert 1 <= result.metrics["kernel_effective_rank"] <= 60
+        assert 0 <= result.metrics["kernel_energy_top1"] <= result.metrics["kernel_energy_top10"] <= 1
+        assert result.metrics["kernel_loo_mse_at_ridge"] >= result.metrics["kernel_train_mse_at_ridge"]
+        spectrum = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/spectrum.json")["eigenvalues"]
+        assert len(spectrum) == 60 and spectrum == sorted(spectrum, reverse=True)

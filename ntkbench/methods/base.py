@@ -29,14 +29,17 @@ class Predictor(Protocol):
 class RunContext:
     """Where a method reports its own metrics and choices; the runner forwards them to MLflow.
 
-    ``metrics`` keeps the last value of each metric, ``params`` each reported choice.
+    ``metrics`` keeps the last value of each metric, ``params`` each reported choice and
+    ``artifacts`` each JSON-able artifact by file name.
     """
 
     def __init__(self, metric_sink: Callable[[str, float, int | None], None] | None = None,
-                 param_sink: Callable[[str, object], None] | None = None) -> None:
+                 param_sink: Callable[[str, object], None] | None = None,
+                 artifact_sink: Callable[[object, str], None] | None = None) -> None:
         self.metrics: dict[str, float] = {}
         self.params: dict[str, object] = {}
-        self._metric_sink, self._param_sink = metric_sink, param_sink
+        self.artifacts: dict[str, object] = {}
+        self._metric_sink, self._param_sink, self._artifact_sink = metric_sink, param_sink, artifact_sink
 
     def log_metric(self, key: str, value: float, step: int | None = None) -> None:
         self.metrics[key] = float(value)
@@ -47,6 +50,11 @@ class RunContext:
         self.params[key] = value
         if self._param_sink:
             self._param_sink(key, value)
+
+    def log_dict(self, data: object, file_name: str) -> None:
+        self.artifacts[file_name] = data
+        if self._artifact_sink:
+            self._artifact_sink(data, file_name)
 
 
 def get(name: str, arch, seed: int = 0, **options):
@@ -151,3 +159,14 @@ def fit_budget(x: Tensor, labels: Tensor, max_n_train: int | None, memory_budget
     index = stratified_indices(labels.cpu().numpy(), n_used, random_stream(seed, 3))
     index = torch.from_numpy(index).to(x.device)
     return x[index], labels[index]
+
+
+def log_kernel_diagnostics(k_train: Tensor, targets: Tensor, ridge: float, ctx: RunContext) -> None:
+    """Centred alignment, effective rank, target energy in the top eigenmodes and the train and
+    leave-one-out errors at the chosen ridge, as ``kernel_*`` metrics, and the spectrum as the
+    artifact ``spectrum.json`` (see ``ntkbench.diagnostics``). Costs two n×n eigh."""
+    from ntkbench.diagnostics import kernel_diagnostics, spectrum
+
+    for key, value in kernel_diagnostics(k_train, targets, ridge).items():
+        ctx.log_metric(f"kernel_{key}", value)
+    ctx.log_dict({"eigenvalues": spectrum(k_train).tolist()}, "spectrum.json")

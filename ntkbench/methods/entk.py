@@ -17,6 +17,7 @@ from ntkbench.methods.base import (
     check_inputs,
     choose_ridge,
     fit_budget,
+    log_kernel_diagnostics,
     register_method,
 )
 from ntkbench.methods.training import Params, TrainOptions, batched, init_network, pretrain
@@ -77,7 +78,8 @@ class ENTK(TrainOptions):
     smaller system. The training options apply to the ``at_epoch`` pretraining. Training uses
     the largest stratified subset within ``memory_budget_gb``, ``time_budget_s`` and
     ``max_n_train`` (``fit_budget``; the time extrapolation by pair count is conservative for
-    the Jacobian, whose cost grows linearly).
+    the Jacobian, whose cost grows linearly). ``diagnostics`` logs Θ̂'s alignment with the
+    residual targets, its spectrum and the target energy (``ntkbench.diagnostics``).
     """
 
     ridge: float | None = None
@@ -86,6 +88,7 @@ class ENTK(TrainOptions):
     solve: Literal["auto", "dual", "primal"] = "auto"
     dtype: Literal["float64", "float32"] = "float64"
     max_n_train: int | None = None
+    diagnostics: bool = True
     memory_budget_gb: float = 64.0
     time_budget_s: float = 1800.0
 
@@ -114,6 +117,8 @@ class ENTK(TrainOptions):
         ctx.log_metric("entk_n_features", n_params)
         k = j @ j.T if solve == "dual" or self.ridge is None else None
         ridge = choose_ridge(k, residual, self.ridge, ctx)
+        if self.diagnostics and k is not None:  # the primal solve with a fixed ridge never forms Θ̂
+            log_kernel_diagnostics(k, residual, ridge, ctx)
         scale = j.square().sum() / rows  # tr(Θ̂)/n
         if solve == "dual":
             weights = j.T @ ridge_weights(k, residual, ridge)

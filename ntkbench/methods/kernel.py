@@ -15,6 +15,7 @@ from ntkbench.methods.base import (
     check_inputs,
     choose_ridge,
     fit_budget,
+    log_kernel_diagnostics,
     register_method,
 )
 from ntkbench.solvers import ridge_weights
@@ -43,6 +44,7 @@ class _KernelRegression:
 
     Training uses the largest stratified subset that fits ``memory_budget_gb`` and
     ``time_budget_s`` (defaults sized for one large GPU) and ``max_n_train``; see ``fit_budget``.
+    ``diagnostics`` logs the train kernel's alignment, spectrum and target energy.
     """
 
     arch: Serial
@@ -50,6 +52,7 @@ class _KernelRegression:
     ridge: float | None = None
     dtype: Literal["float64", "float32"] = "float64"
     max_n_train: int | None = None
+    diagnostics: bool = True
     memory_budget_gb: float = 64.0
     time_budget_s: float = 1800.0
     kind = "ntk"
@@ -64,6 +67,8 @@ class _KernelRegression:
         k = getattr(self.arch.kernel(x, dtype=dtype), self.kind)
         y = centered_one_hot(labels, num_classes, k.dtype)
         ridge = choose_ridge(k, y, self.ridge, ctx)
+        if self.diagnostics:
+            log_kernel_diagnostics(k, y, ridge, ctx)
         return KernelPredictor(self.arch, self.kind, x, ridge_weights(k, y, ridge))
 
 
