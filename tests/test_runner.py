@@ -126,3 +126,8 @@ def test_kernel_methods_log_diagnostics_and_the_spectrum(store):
         assert result.metrics["kernel_loo_mse_at_ridge"] >= result.metrics["kernel_train_mse_at_ridge"]
         spectrum = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/spectrum.json")["eigenvalues"]
         assert len(spectrum) == 60 and spectrum == sorted(spectrum, reverse=True)
+
+
+def test_a_generous_time_budget_keeps_every_row_and_is_logged(store):
+    results = runner.run(task="iris", method="ntk", options={**FAST, "ntk.time_budget_s": 1e6})
+    assert results[0].metrics["n_train"] == 60 and results[0].metrics["n_train_budget_time"] > 60

@@ -128,28 +128,33 @@ def choose_ridge(k_train: Tensor | None, targets: Tensor, ridge: float | None, c
     return ridge
 
 
-def fit_budget(x: Tensor, labels: Tensor, max_n_train: int | None, memory_budget_gb: float, time_budget_s: float,
+def fit_budget(x: Tensor, labels: Tensor, max_n_train: int | None, memory_budget_gb: float, time_budget_s: float | None,
                bytes_per_row: float, bytes_per_pair: float, probe: Callable[[Tensor], object], seed: int,
                ctx: RunContext) -> tuple[Tensor, Tensor]:
     """The largest stratified subset of (x, labels) that fits the budgets, and ``n_train_used``.
 
-    Memory: n·bytes_per_row + n²·bytes_per_pair <= memory_budget_gb. Time: ``probe`` is timed
-    on up to 32 rows and the cost extrapolated with the pair count, n²/32² (kernels grow with the
-    number of pairs). ``max_n_train`` caps the result. A subsample is drawn per class with
-    ``seed`` and logged, never silent.
+    Memory: n·bytes_per_row + n²·bytes_per_pair <= memory_budget_gb. Time, only when
+    ``time_budget_s`` is set: ``probe`` is timed on up to 32 rows (after one warm-up call) and
+    the cost extrapolated with the pair count, n²/32². A time budget makes n_train depend on the
+    machine and its load, so it is off by default. ``max_n_train`` caps the result. A subsample
+    is drawn per class with ``seed`` and logged, never silent.
     """
     n = len(x)
     budget = memory_budget_gb * 2**30
     n_memory = (-bytes_per_row + math.sqrt(bytes_per_row**2 + 4 * bytes_per_pair * budget)) / (2 * bytes_per_pair)
-    rows = x[: min(n, 32)]
-    start = time.perf_counter()
-    probe(rows)
-    per_pair = max(time.perf_counter() - start, 1e-9) / len(rows) ** 2
-    n_time = math.sqrt(time_budget_s / per_pair)
+    n_time = math.inf
+    if time_budget_s is not None:
+        rows = x[: min(n, 32)]
+        probe(rows)
+        start = time.perf_counter()
+        probe(rows)
+        per_pair = max(time.perf_counter() - start, 1e-9) / len(rows) ** 2
+        n_time = math.sqrt(time_budget_s / per_pair)
     n_used = int(min(n, n_memory, n_time, max_n_train or n))
     ctx.log_metric("n_train_used", n_used)
     ctx.log_metric("n_train_budget_memory", min(n_memory, 1e12))
-    ctx.log_metric("n_train_budget_time", min(n_time, 1e12))
+    if time_budget_s is not None:
+        ctx.log_metric("n_train_budget_time", min(n_time, 1e12))
     if n_used >= n:
         return x, labels
     if n_used < 1:

@@ -90,7 +90,7 @@ class ENTK(TrainOptions):
     max_n_train: int | None = None
     diagnostics: bool = True
     memory_budget_gb: float = 64.0
-    time_budget_s: float = 1800.0
+    time_budget_s: float | None = None
 
     def fit(self, x: Tensor, labels: Tensor, num_classes: int, ctx: RunContext | None = None) -> LinearizedPredictor:
         check_inputs(x, labels, num_classes)

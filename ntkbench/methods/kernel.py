@@ -43,7 +43,8 @@ class _KernelRegression:
     (λ·tr(K)/n), fixed by ``ridge`` or chosen by exact leave-one-out on a log grid.
 
     Training uses the largest stratified subset that fits ``memory_budget_gb`` and
-    ``time_budget_s`` (defaults sized for one large GPU) and ``max_n_train``; see ``fit_budget``.
+    ``time_budget_s`` (off by default: it makes n_train machine-dependent) and ``max_n_train``;
+    see ``fit_budget``. The memory default suits one large GPU.
     ``diagnostics`` logs the train kernel's alignment, spectrum and target energy.
     """
 
@@ -54,7 +55,7 @@ class _KernelRegression:
     max_n_train: int | None = None
     diagnostics: bool = True
     memory_budget_gb: float = 64.0
-    time_budget_s: float = 1800.0
+    time_budget_s: float | None = None
     kind = "ntk"
 
     def fit(self, x: Tensor, labels: Tensor, num_classes: int, ctx: RunContext | None = None) -> KernelPredictor:
