@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import replace
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ntkbench.arch.kernel import Kernel, full_to_diag, input_kernel, map_tensors
 from ntkbench.arch.layers import PARAMETERIZATIONS, AvgPool, Dense, GlobalAvgPool, Layer, Shape
@@ -109,18 +111,18 @@ class Serial:
         ntk = x1.new_empty(n1, n2)
         cov1 = x1.new_empty(n1)
         cov2 = cov1 if symmetric else x1.new_empty(n2)
-        for i in range(0, n1, b):
-            for j in range(i if symmetric else 0, n2, b):
-                same = symmetric and i == j
-                k = self._kernel_block(x1[i:i + b], x1[i:i + b] if same else x2[j:j + b], spatial)
-                if same:  # remove rounding asymmetry so that the train kernel is exactly symmetric
-                    k = replace(k, nngp=(k.nngp + k.nngp.T) / 2, ntk=(k.ntk + k.ntk.T) / 2)
-                nngp[i:i + b, j:j + b], ntk[i:i + b, j:j + b] = k.nngp, k.ntk
-                cov1[i:i + b] = k.cov1
-                if not symmetric:
-                    cov2[j:j + b] = k.cov2
-                elif not same:
-                    nngp[j:j + b, i:i + b], ntk[j:j + b, i:i + b] = k.nngp.T, k.ntk.T
+        blocks = [(i, j) for i in range(0, n1, b) for j in range(i if symmetric else 0, n2, b)]
+        for i, j in tqdm(blocks, desc="kernel blocks", leave=False, disable=len(blocks) < 2 or not sys.stderr.isatty()):
+            same = symmetric and i == j
+            k = self._kernel_block(x1[i:i + b], x1[i:i + b] if same else x2[j:j + b], spatial)
+            if same:  # remove rounding asymmetry so that the train kernel is exactly symmetric
+                k = replace(k, nngp=(k.nngp + k.nngp.T) / 2, ntk=(k.ntk + k.ntk.T) / 2)
+            nngp[i:i + b, j:j + b], ntk[i:i + b, j:j + b] = k.nngp, k.ntk
+            cov1[i:i + b] = k.cov1
+            if not symmetric:
+                cov2[j:j + b] = k.cov2
+            elif not same:
+                nngp[j:j + b, i:i + b], ntk[j:j + b, i:i + b] = k.nngp.T, k.ntk.T
         return Kernel(nngp, ntk, cov1, cov2, "none")
 
     def _input_spatial(self, rank: int) -> str:
