@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
-from torch.func import functional_call, jacrev, vmap
+from torch.func import functional_call
 
 from ntkbench.arch import Network
 from ntkbench.methods.base import (
@@ -20,34 +19,8 @@ from ntkbench.methods.base import (
     log_kernel_diagnostics,
     register_method,
 )
-from ntkbench.methods.training import Params, TrainOptions, batched, init_network, pretrain
+from ntkbench.methods.training import Params, TrainOptions, batched, init_network, jacobian, pretrain
 from ntkbench.solvers import ridge_weights
-
-# Rows of J computed at once are capped so one batch of J stays near 256 MiB.
-JACOBIAN_BATCH_BYTES = 1 << 28
-
-
-def jacobian(net: Network, params: Params, x: Tensor, kernel: str, num_classes: int) -> Tensor:
-    """Per-sample Jacobians at ``params`` as feature rows, via ``vmap(jacrev)`` in batches.
-
-    ``kernel="sum"``: one row per input, ∂(Σ_c f_c)/∂θ / √C, so J Jᵀ = (1/C) Σ_{c,c'} J_c J_c'ᵀ,
-    the "sum of logits" kernel; at infinite width the cross terms vanish and it equals the NTK.
-    ``kernel="full"``: C rows per input (input-major), J Jᵀ is the NC×NC multi-output kernel.
-    """
-    def f(p: Params, xi: Tensor) -> Tensor:
-        out = functional_call(net, p, (xi[None],))[0]
-        return out.sum() / math.sqrt(num_classes) if kernel == "sum" else out
-
-    n_params = sum(v.numel() for v in params.values())
-    rows_per_input = 1 if kernel == "sum" else num_classes
-    batch = max(1, JACOBIAN_BATCH_BYTES // (n_params * rows_per_input * x.element_size()))
-    per_sample = vmap(jacrev(f), in_dims=(None, 0))
-    blocks = []
-    for chunk in x.split(batch):
-        jac = per_sample(params, chunk)
-        blocks.append(torch.cat([v.reshape(len(chunk) * rows_per_input, -1) for v in jac.values()], dim=1))
-    return torch.cat(blocks)
-
 
 @dataclass
 class LinearizedPredictor:

@@ -7,7 +7,16 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from ntkbench.methods.base import RunContext, check_inputs, register_method
-from ntkbench.methods.training import Forward, Params, TrainOptions, batched, init_network, network_forward, train
+from ntkbench.methods.training import (
+    Forward,
+    Params,
+    TrainOptions,
+    batched,
+    init_network,
+    network_forward,
+    train,
+    training_diagnostics,
+)
 
 
 @dataclass
@@ -29,6 +38,8 @@ class NN(TrainOptions):
     def fit(self, x: Tensor, labels: Tensor, num_classes: int, ctx: RunContext | None = None) -> ForwardPredictor:
         check_inputs(x, labels, num_classes)
         net, params = init_network(self, x, num_classes)
+        ctx = ctx or RunContext()
         forward = network_forward(net)
-        params = train(forward, params, x, labels, num_classes, self, ctx or RunContext())
+        diagnostics = training_diagnostics(net, params, x, labels, num_classes, self, ctx, track_kernel=True)
+        params = train(forward, params, x, labels, num_classes, self, ctx, on_epoch=diagnostics)
         return ForwardPredictor(forward, params)

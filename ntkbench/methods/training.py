@@ -11,6 +11,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor
+from torch.func import functional_call, jacrev, vmap
 from tqdm.auto import tqdm
 
 from ntkbench.arch import Network, Serial
@@ -36,6 +37,8 @@ class TrainOptions:
     loss: Literal["mse", "cross_entropy"] = "mse"
     parameterization: Literal["ntk", "standard"] = "ntk"
     flip: bool = False
+    diagnostics_every: int = 10
+    probe_size: int = 64
 
 
 def init_network(opts: TrainOptions, x: Tensor, num_classes: int) -> tuple[Network, Params]:
@@ -46,14 +49,15 @@ def init_network(opts: TrainOptions, x: Tensor, num_classes: int) -> tuple[Netwo
 
 
 def train(forward: Forward, params: Params, x: Tensor, labels: Tensor, num_classes: int, opts: TrainOptions,
-          ctx: RunContext, prefix: str = "") -> Params:
+          ctx: RunContext, prefix: str = "", on_epoch: Callable[[int, Params], None] | None = None) -> Params:
     """Minimize the loss of ``forward(params, x)`` by minibatch SGD (momentum) or Adam.
 
     MSE: ½ mean_i ‖f(x_i) − (e_{y_i} − 1/C)‖²; cross-entropy on the logits otherwise. The
     learning rate follows a cosine decay over all steps (or stays constant). The loss and
     accuracy of each epoch are logged as step metrics ``{prefix}train_loss``/``train_accuracy``.
     ``flip`` mirrors each image of a batch left-right with probability ½ (augmentation).
-    Returns new parameter tensors; ``params`` are not modified.
+    ``on_epoch(epoch, params)`` runs after each epoch (diagnostics). Returns new parameter
+    tensors; ``params`` are not modified.
     """
     params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
     if opts.optimizer == "sgd":
@@ -88,6 +92,9 @@ def train(forward: Forward, params: Params, x: Tensor, labels: Tensor, num_class
             correct += (out.detach().argmax(1) == labels[idx]).sum()
         ctx.log_metric(prefix + "train_loss", float(loss_sum) / n, step=epoch)
         ctx.log_metric(prefix + "train_accuracy", float(correct) / n, step=epoch)
+        if on_epoch:
+            with torch.no_grad():
+                on_epoch(epoch, {k: v.detach() for k, v in params.items()})
     return {k: v.detach() for k, v in params.items()}
 
 
@@ -101,6 +108,69 @@ def pretrain(opts: TrainOptions, net: Network, params: Params, x: Tensor, labels
 
 def network_forward(net: Network) -> Forward:
     return lambda params, x: torch.func.functional_call(net, params, (x,))
+
+
+# Rows of J computed at once are capped so one batch of J stays near 256 MiB.
+JACOBIAN_BATCH_BYTES = 1 << 28
+
+
+def jacobian(net: Network, params: Params, x: Tensor, kernel: str, num_classes: int) -> Tensor:
+    """Per-sample Jacobians at ``params`` as feature rows, via ``vmap(jacrev)`` in batches.
+
+    ``kernel="sum"``: one row per input, ∂(Σ_c f_c)/∂θ / √C, so J Jᵀ = (1/C) Σ_{c,c'} J_c J_c'ᵀ,
+    the "sum of logits" kernel; at infinite width the cross terms vanish and it equals the NTK.
+    ``kernel="full"``: C rows per input (input-major), J Jᵀ is the NC×NC multi-output kernel.
+    """
+    def f(p: Params, xi: Tensor) -> Tensor:
+        out = functional_call(net, p, (xi[None],))[0]
+        return out.sum() / math.sqrt(num_classes) if kernel == "sum" else out
+
+    n_params = sum(v.numel() for v in params.values())
+    rows_per_input = 1 if kernel == "sum" else num_classes
+    batch = max(1, JACOBIAN_BATCH_BYTES // (n_params * rows_per_input * x.element_size()))
+    per_sample = vmap(jacrev(f), in_dims=(None, 0))
+    blocks = []
+    for chunk in x.split(batch):
+        jac = per_sample(params, chunk)
+        blocks.append(torch.cat([v.reshape(len(chunk) * rows_per_input, -1) for v in jac.values()], dim=1))
+    return torch.cat(blocks)
+
+
+def training_diagnostics(net: Network, params0: Params, x: Tensor, labels: Tensor, num_classes: int,
+                         opts: TrainOptions, ctx: RunContext, track_kernel: bool) -> Callable[[int, Params], None] | None:
+    """Per-epoch measurements every ``opts.diagnostics_every`` epochs (0: off), as step metrics:
+
+    - ``weight_distance``: ‖θ_t − θ_0‖ / ‖θ_0‖;
+    - with ``track_kernel``, on the first ``probe_size`` training inputs, the eNTK's relative
+      change ``kernel_distance`` = ‖Θ_t − Θ_0‖_F / ‖Θ_0‖_F (Fort et al. 2020) and its centred
+      alignment ``kernel_alignment_t`` with the probe's targets (Cortes et al. 2012).
+    Θ is the sum-of-logits eNTK (see ``jacobian``); a 64-input probe every 10 epochs keeps the
+    cost a small fraction of training.
+    """
+    if opts.diagnostics_every <= 0:
+        return None
+    from ntkbench.diagnostics import centered_alignment
+
+    flat0 = torch.cat([v.flatten() for v in params0.values()])
+    probe, targets = x[: opts.probe_size], centered_one_hot(labels[: opts.probe_size], num_classes, torch.float64)
+
+    def ntk(params: Params) -> Tensor:
+        j = jacobian(net, params, probe, "sum", num_classes).double()
+        return j @ j.T
+
+    ntk0 = ntk(params0) if track_kernel else None
+
+    def on_epoch(epoch: int, params: Params) -> None:
+        if (epoch + 1) % opts.diagnostics_every and epoch + 1 != opts.epochs:
+            return
+        flat = torch.cat([v.flatten() for v in params.values()])
+        ctx.log_metric("weight_distance", float((flat - flat0).norm() / flat0.norm()), step=epoch)
+        if track_kernel:
+            ntk_t = ntk(params)
+            ctx.log_metric("kernel_distance", float((ntk_t - ntk0).norm() / ntk0.norm()), step=epoch)
+            ctx.log_metric("kernel_alignment_t", centered_alignment(ntk_t, targets), step=epoch)
+
+    return on_epoch
 
 
 def batched(fn: Callable[[Tensor], Tensor], x: Tensor, batch_size: int = 1024) -> Tensor:

@@ -4,7 +4,7 @@ import torch
 
 from ntkbench import methods
 from ntkbench.arch import Dense, ReLU, serial
-from ntkbench.methods.entk import jacobian
+from ntkbench.methods.training import jacobian
 from ntkbench.methods.training import init_network
 
 
