@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -124,7 +125,8 @@ class Dense(Layer):
         _need_vector(self, shape)
         return (self.width,)
 
-    def module(self, shape, width, parameterization, generator):
+    def module(self, shape: Shape, width: int | None, parameterization: str,
+               generator: torch.Generator | None) -> nn.Module:
         out = width or self.width
         return DenseModule((out, shape[0]), shape[0], self.w_std, self.b_std, parameterization, generator)
 
@@ -157,7 +159,8 @@ class Conv(Layer):
         _need_image(self, shape)
         return (self.channels, shape[1], shape[2])
 
-    def module(self, shape, width, parameterization, generator):
+    def module(self, shape: Shape, width: int | None, parameterization: str,
+               generator: torch.Generator | None) -> nn.Module:
         c, k = shape[0], self.kernel_size
         return ConvModule((self.channels, c, k, k), c * k * k, self.w_std, self.b_std, parameterization, generator)
 
@@ -177,7 +180,7 @@ def _affine_kernel(k: Kernel, w_std: float, b_std: float | None) -> Kernel:
 
 
 class _Elementwise(nn.Module):
-    def __init__(self, fn) -> None:
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
         self.fn = fn
 
@@ -189,7 +192,8 @@ class _Elementwise(nn.Module):
 class ReLU(Layer):
     """φ(u) = max(u, 0); kernel by the arc-cosine expectations (see ``kernel.relu_map``)."""
 
-    def module(self, shape, width, parameterization, generator):
+    def module(self, shape: Shape, width: int | None, parameterization: str,
+               generator: torch.Generator | None) -> nn.Module:
         return nn.ReLU()
 
     def kernel(self, k: Kernel) -> Kernel:
@@ -200,7 +204,8 @@ class ReLU(Layer):
 class Erf(Layer):
     """φ(u) = erf(u); kernel by the arcsine expectations (see ``kernel.erf_map``)."""
 
-    def module(self, shape, width, parameterization, generator):
+    def module(self, shape: Shape, width: int | None, parameterization: str,
+               generator: torch.Generator | None) -> nn.Module:
         return _Elementwise(torch.erf)
 
     def kernel(self, k: Kernel) -> Kernel:
@@ -223,7 +228,8 @@ class AvgPool(Layer):
             raise ValueError(f"AvgPool window {self.window} is larger than the {shape[1]}x{shape[2]} input")
         return (shape[0], shape[1] // self.window, shape[2] // self.window)
 
-    def module(self, shape, width, parameterization, generator):
+    def module(self, shape: Shape, width: int | None, parameterization: str,
+               generator: torch.Generator | None) -> nn.Module:
         return nn.AvgPool2d(self.window, stride=self.window)
 
     def kernel(self, k: Kernel) -> Kernel:
@@ -238,7 +244,8 @@ class GlobalAvgPool(Layer):
         _need_image(self, shape)
         return (shape[0],)
 
-    def module(self, shape, width, parameterization, generator):
+    def module(self, shape: Shape, width: int | None, parameterization: str,
+               generator: torch.Generator | None) -> nn.Module:
         return _Elementwise(lambda x: x.mean(dim=(2, 3)))
 
     def kernel(self, k: Kernel) -> Kernel:
@@ -254,7 +261,8 @@ class Flatten(Layer):
     def out_shape(self, shape: Shape) -> Shape:
         return (math.prod(shape),)
 
-    def module(self, shape, width, parameterization, generator):
+    def module(self, shape: Shape, width: int | None, parameterization: str,
+               generator: torch.Generator | None) -> nn.Module:
         return nn.Flatten()
 
     def kernel(self, k: Kernel) -> Kernel:
