@@ -3,6 +3,7 @@
     ntkbench run --task digits --method all --arch mlp --seeds 0,1,2 [--set nn.lr=0.1 ...]
     ntkbench list tasks|methods|archs
     ntkbench leaderboard | export RUN_ID... | validate PATH
+    ntkbench study --task T [--arch A] [--quick] | report --task T
 """
 
 from __future__ import annotations
@@ -69,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--tracking-uri", default=None)
     board.add_argument("--entries", type=Path, default=Path("leaderboard/entries"))
     board.add_argument("--out", type=Path, default=Path("leaderboard"))
+    study = sub.add_parser("study", help="run the study grid (ntkbench.study) on a task and teacher, then render its report")
+    study.add_argument("--task", required=True)
+    study.add_argument("--arch", default="mlp")
+    study.add_argument("--quick", action="store_true", help="the small CPU grid: 1 seed, label noise 0 and 0.5, 5 epochs")
+    study.add_argument("--tracking-uri", default=None)
+    study.add_argument("--out", type=Path, default=Path("leaderboard/site"))
+    report = sub.add_parser("report", help="render study-TASK.html and .md from the study's MLflow runs")
+    report.add_argument("--task", required=True)
+    report.add_argument("--tracking-uri", default=None)
+    report.add_argument("--out", type=Path, default=Path("leaderboard/site"))
     export = sub.add_parser("export", help="write leaderboard entries (one per task, method, arch) from MLflow runs")
     export.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     export.add_argument("--tracking-uri", default=None)
@@ -93,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in ("leaderboard", "export", "validate"):
         return _leaderboard_command(args)
+    if args.command in ("study", "report"):
+        return _study_command(args)
     try:
         n_trains = parse_ints("--n-train", args.n_train, 1) if args.n_train else ()
         results = run(task=args.task, method=args.method, arch=args.arch, seeds=parse_ints("--seeds", args.seeds, 0),
@@ -135,6 +148,23 @@ def _leaderboard_command(args: argparse.Namespace) -> int:
         print(f"ntkbench: skipped bad entry: {problem}", file=sys.stderr)
     print(f"leaderboard: {shown} results -> {args.out / 'README.md'}, {args.out / 'site' / 'index.html'}")
     return 0
+
+
+def _study_command(args: argparse.Namespace) -> int:
+    from ntkbench.study import render_report, run_study
+
+    failed = 0
+    if args.command == "study":
+        try:
+            results = run_study(args.task, arch=args.arch, quick=args.quick, tracking_uri=args.tracking_uri)
+        except (ValueError, UnknownNameError) as e:
+            print(f"ntkbench: error: {e}", file=sys.stderr)
+            return 2
+        failed = sum(r.status != "FINISHED" for r in results)
+        print(f"study: {len(results)} runs, {failed} failed")
+    path = render_report(args.task, args.tracking_uri, args.out)
+    print(f"report: {path}, {path.with_suffix('.md')}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
