@@ -12,12 +12,17 @@ from ntkbench.tasks.base import Common, Task, check_int, finish, preprocess, reg
 DEFAULT_SIZE = 1000
 
 
+TEACHER_SEED_OFFSET = 1_000_003
+
+
 @register_task("teacher")
 def teacher(common: Common, arch: str = "mlp", width: int = 512, num_classes: int = 10,
             input_shape: tuple[int, ...] = (1, 8, 8)) -> Task:
     """Labels from a random teacher network of the registered architecture ``arch``.
 
-    The recipe, all from one ``torch.Generator().manual_seed(seed)``: first the teacher's
+    The recipe, all from one ``torch.Generator().manual_seed(TEACHER_SEED_OFFSET + seed)`` (the
+    offset keeps a student of the same architecture, initialized with the run's seed, from
+    starting at the teacher's weights): first the teacher's
     weights (``archs.get(arch, width=width).module(input_shape, num_classes, "ntk", generator)``;
     ``width`` is passed as ``channels`` to architectures that take channels instead), then the
     training and the test inputs, standard normal of per-sample shape ``input_shape`` ((d,) for
@@ -35,7 +40,7 @@ def teacher(common: Common, arch: str = "mlp", width: int = 512, num_classes: in
     n_train = DEFAULT_SIZE if common.n_train is None else common.n_train
     n_test = DEFAULT_SIZE if common.n_test is None else common.n_test
 
-    generator = torch.Generator().manual_seed(common.seed)
+    generator = torch.Generator().manual_seed(TEACHER_SEED_OFFSET + common.seed)
     network = _teacher_architecture(arch, width).module(input_shape, num_classes, "ntk", generator)
     x_train = torch.randn(n_train, *input_shape, generator=generator)
     x_test = torch.randn(n_test, *input_shape, generator=generator)
