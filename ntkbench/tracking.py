@@ -14,10 +14,14 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 import ntkbench
+
+if TYPE_CHECKING:
+    import pandas
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 

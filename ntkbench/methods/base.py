@@ -19,6 +19,8 @@ from ntkbench.registry import Registry
 from ntkbench.solvers import loo_ridge
 
 METHODS: Registry[type] = Registry("method")
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+"""The ``dtype`` option of the kernel methods."""
 register_method = METHODS.register
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 from torch import Tensor
 from torch.func import functional_call
 
 from ntkbench.arch import Network
 from ntkbench.methods.base import (
+    DTYPES,
     RunContext,
     centered_one_hot,
     check_inputs,
@@ -70,7 +70,7 @@ class ENTK(TrainOptions):
         ctx = ctx or RunContext()
         net, params = init_network(self, x, num_classes)
         params = pretrain(self, net, params, x, labels, num_classes, self.at_epoch, ctx)
-        dtype = {"float64": torch.float64, "float32": torch.float32}[self.dtype]
+        dtype = DTYPES[self.dtype]
         net, params = net.to(dtype), {k: v.to(dtype) for k, v in params.items()}
         x = x.to(dtype)
         rows_per_input = num_classes if self.kernel == "full" else 1

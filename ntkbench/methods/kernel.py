@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 from torch import Tensor
 
 from ntkbench.arch import Serial
 from ntkbench.methods.base import (
+    DTYPES,
     RunContext,
     centered_one_hot,
     check_inputs,
@@ -19,9 +19,6 @@ from ntkbench.methods.base import (
     register_method,
 )
 from ntkbench.solvers import ridge_weights
-
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
-
 
 @dataclass
 class KernelPredictor:
