@@ -95,11 +95,18 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
 
         tracker = Tracker(tracking_uri)
     results = []
+    # nn first, so that the linearizations of the same (n_train, seed) can be compared with it.
+    names = sorted(names, key=lambda name: name != "nn")
+    nn_scores: dict[tuple[int, int], torch.Tensor] = {}
     grid = [(i, seed, name) for i in range(len(sizes)) for seed in seeds for name in names]
     for i, seed, name in tqdm(grid, desc="runs", disable=not sys.stderr.isatty()):
         data = datasets[i, seed]
         model = method_lib.get(name, network, seed, **dict(groups[name]))
-        results.append(_run_one(data, name, model, arch, arch_params, network, dev, tracker))
+        reference = nn_scores.get((i, seed)) if name in LINEARIZATIONS else None
+        result, scores = _run_one(data, name, model, arch, arch_params, network, dev, tracker, reference)
+        if name == "nn" and scores is not None:
+            nn_scores[i, seed] = scores
+        results.append(result)
     return results
 
 
@@ -107,7 +114,8 @@ def _defaults(builder) -> dict[str, object]:
     return {k: p.default for k, p in inspect.signature(builder).parameters.items()}
 
 
-def _run_one(data, name, model, arch_name, arch_params, network, dev, tracker) -> RunResult:
+def _run_one(data, name, model, arch_name, arch_params, network, dev, tracker,
+             nn_scores: torch.Tensor | None) -> tuple[RunResult, torch.Tensor | None]:
     x, y = (t.to(dev) for t in data.train)
     x_test, y_test = (t.to(dev) for t in data.test)
     n_train = len(x)
@@ -127,17 +135,33 @@ def _run_one(data, name, model, arch_name, arch_params, network, dev, tracker) -
         with scope as tracked:
             result.run_id = tracked.run_id if tracked else None
             ctx = method_lib.RunContext(*((tracked.log_metric, tracked.log_param, tracked.log_dict) if tracked else ()))
-            evaluation = _fit_and_evaluate(model, ctx, x, y, x_test, y_test, data.num_classes, network, dev)
+            evaluation, scores = _fit_and_evaluate(model, ctx, x, y, x_test, y_test, data.num_classes, network, dev)
+            if nn_scores is not None:
+                evaluation.update(linearization_gap(scores, nn_scores))
             if tracked:  # the method's own metrics were logged as they came
                 tracked.log_metrics(evaluation)
             result.metrics = {**ctx.metrics, **evaluation}
     except Exception as e:  # recorded, and the grid goes on; the MLflow run is already FAILED
         result.status, result.error = "FAILED", f"{type(e).__name__}: {e}"
         print(f"ntkbench: {name} (seed {model.seed}) failed: {result.error}", file=sys.stderr)
-    return result
+        return result, None
+    return result, scores
 
 
-def _fit_and_evaluate(model, ctx, x, y, x_test, y_test, num_classes, network, dev) -> dict[str, float]:
+LINEARIZATIONS = ("taylor", "entk")
+
+
+def linearization_gap(scores: torch.Tensor, nn_scores: torch.Tensor) -> dict[str, float]:
+    """How far a linearization's test outputs are from the trained network's (same task, seed
+    and n_train): ``linearization_gap_rms`` = √(mean_{i,c} (f_lin − f_nn)²) and
+    ``linearization_label_agreement``, the fraction of test inputs given the same label."""
+    return {
+        "linearization_gap_rms": float((scores - nn_scores).square().mean().sqrt()),
+        "linearization_label_agreement": float((scores.argmax(1) == nn_scores.argmax(1)).float().mean()),
+    }
+
+
+def _fit_and_evaluate(model, ctx, x, y, x_test, y_test, num_classes, network, dev) -> tuple[dict[str, float], torch.Tensor]:
     with PeakMemory(dev) as memory:
         start = _now(dev)
         predictor = model.fit(x, y, num_classes, ctx)
@@ -158,7 +182,7 @@ def _fit_and_evaluate(model, ctx, x, y, x_test, y_test, num_classes, network, de
         "peak_memory_mb": memory.peak_mb,
         "n_train": float(ctx.metrics.get("n_train_used", len(x))),
         "n_params": float(n_params),
-    }
+    }, test_scores.detach()
 
 
 def _now(dev: torch.device) -> float:

@@ -4,7 +4,7 @@ import mlflow
 import pytest
 
 from ntkbench import cli, runner
-from ntkbench.methods.nn import NN
+from ntkbench.methods.taylor import Taylor
 
 FAST = {"task.n_train": 60, "task.n_test": 30, "arch.depth": 1, "arch.width": 32,
         "nn.epochs": 2, "taylor.epochs": 2}
@@ -62,10 +62,10 @@ def test_ctrl_c_ends_the_current_run_as_killed(store, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(NN, "fit", interrupted)
-    assert cli.main(["run", "--task", "iris", "--method", "ntk,nn", *[f"--set={k}={v}" for k, v in FAST.items()]]) == 130
+    monkeypatch.setattr(Taylor, "fit", interrupted)
+    assert cli.main(["run", "--task", "iris", "--method", "ntk,taylor", *[f"--set={k}={v}" for k, v in FAST.items()]]) == 130
     runs = _runs(store).set_index("params.method")
-    assert runs.loc["nn", "status"] == "KILLED" and runs.loc["ntk", "status"] == "FINISHED"
+    assert runs.loc["taylor", "status"] == "KILLED" and runs.loc["ntk", "status"] == "FINISHED"
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -131,3 +131,18 @@ def test_kernel_methods_log_diagnostics_and_the_spectrum(store):
 def test_a_generous_time_budget_keeps_every_row_and_is_logged(store):
     results = runner.run(task="iris", method="ntk", options={**FAST, "ntk.time_budget_s": 1e6})
     assert results[0].metrics["n_train"] == 60 and results[0].metrics["n_train_budget_time"] > 60
+
+
+def test_linearizations_report_their_gap_to_the_trained_network(store):
+    results = runner.run(task="iris", method="taylor,entk,nn,ntk", options=FAST)
+    assert [r.method for r in results] == ["nn", "taylor", "entk", "ntk"]  # nn runs first
+    by = {r.method: r.metrics for r in results}
+    for name in ("taylor", "entk"):
+        assert by[name]["linearization_gap_rms"] >= 0 and 0 <= by[name]["linearization_label_agreement"] <= 1
+    assert "linearization_gap_rms" not in by["ntk"] and "linearization_gap_rms" not in by["nn"]
+
+
+def test_taylor_at_step_zero_has_no_linearization_gap(store):
+    results = runner.run(task="iris", method="nn,taylor", options={**FAST, "nn.epochs": 0, "taylor.epochs": 0})
+    taylor = results[1].metrics
+    assert taylor["linearization_gap_rms"] == 0 and taylor["linearization_label_agreement"] == 1
