@@ -45,13 +45,10 @@ def environment_tags(device: torch.device) -> dict[str, str]:
 
 def cpu_name() -> str:
     """The CPU model from /proc/cpuinfo on Linux, else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text(errors="replace").splitlines() if cpuinfo.is_file() else []
+    models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return models[0] if models else (platform.processor() or platform.machine())
 
 
 def git_commit() -> str:
