@@ -163,6 +163,7 @@ def _read_svhn(name: str, path: Path) -> Arrays:
     try:
         mat = scipy.io.loadmat(str(path))
         x, y = np.asarray(mat["X"]), np.asarray(mat["y"]).reshape(-1)
+    # loadmat raises NotImplementedError for MATLAB v7.3 (HDF5) files, which SVHN never ships.
     except (ValueError, TypeError, KeyError, OSError, EOFError, NotImplementedError) as e:
         raise _corrupt(name, path, f"truncated or not an SVHN .mat file ({type(e).__name__}: {e})") from e
     if x.dtype != np.uint8 or x.shape[:3] != (32, 32, 3) or x.ndim != 4 or x.shape[3] != len(y):
