@@ -8,16 +8,19 @@ R plane, then G, then B, each row-major H×W), ``labels`` (ints 1..1000) and opt
 
 Only the rows a task needs are read: the ``labels`` of every file first, then the training rows
 are chosen (classes, ``n_per_class``, ``n_train``) and the test rows (``n_test``), and a file's
-``data`` is loaded only when it holds a chosen row, indexed, and dropped. Each such load appends
-the file's path to ``DATA_READS``. An npz member is read on demand; a pickled file has to be
-unpickled whole to get at its labels, so the pickled variant reads every file in full, and the
-files holding chosen rows twice (to keep one batch in memory at a time). Prefer the npz files.
-Nothing is cached between builds.
+``data`` is touched only when it holds a chosen row. Each such read appends the file's path to
+``DATA_READS``. An npz member stored without compression (as ``np.savez`` writes it) is
+memory-mapped, so only the chosen rows' pages are read from disk (its CRC, which would need every
+byte, is not checked; its header, shape and labels are); a compressed member is decompressed
+whole, CRC-checked, indexed and dropped. A pickled file has to be unpickled whole to get at its
+labels, so the pickled variant reads every file in full, and the files holding chosen rows twice
+(to keep one batch in memory at a time). Prefer the npz files. Nothing is cached between builds.
 """
 
 from __future__ import annotations
 
 import pickle
+import struct
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
@@ -137,10 +140,14 @@ class _File:
         return y.astype(np.int64)
 
     def rows(self, index: np.ndarray) -> np.ndarray:
-        """``data[index]`` as a new uint8 array; the file's full ``data`` is dropped afterwards."""
+        """``data[index]`` as a new uint8 array: memory-mapped from a stored npz member, else the
+        file's full ``data`` is loaded and dropped afterwards."""
         DATA_READS.append(self.path)
         try:
             if self.path.suffix == ".npz":
+                mapped = self._mapped_data()
+                if mapped is not None:
+                    return np.asarray(mapped[index])
                 with np.load(self.path, allow_pickle=False) as npz:
                     data = npz["data"]
             else:
@@ -153,6 +160,33 @@ class _File:
         out = data[index]
         del data
         return out
+
+    def _mapped_data(self) -> np.memmap | None:
+        """``data`` mapped from disk when ``data.npy`` is stored uncompressed in C order, else None.
+
+        A zip member's bytes start after its local header (30 bytes, then the name and an extra
+        field whose lengths the header gives); the .npy header follows, then the raw array."""
+        with zipfile.ZipFile(self.path) as z:
+            info = z.getinfo("data.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+        with open(self.path, "rb") as f:
+            f.seek(info.header_offset)
+            local = f.read(30)
+            if len(local) < 30 or local[:4] != b"PK\x03\x04":
+                raise self._error("has a damaged zip entry for 'data.npy' (bad local header)")
+            f.seek(info.header_offset + 30 + sum(struct.unpack("<HH", local[26:30])))
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            offset = f.tell()
+        self._check_data(tuple(shape), np.dtype(dtype))
+        if fortran:
+            return None
+        if offset + int(np.prod(shape)) > self.path.stat().st_size:
+            raise self._error("is truncated (its 'data' runs past the end of the file)")
+        return np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset, shape=tuple(shape))
 
 
 def _locate(name: str, folder: Path, resolution: int) -> list[Path]:

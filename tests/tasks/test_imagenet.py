@@ -107,6 +107,26 @@ def test_only_batches_with_selected_classes_are_read_for_data(im: ModuleType, tm
     assert read == sorted([f"train_data_batch_{b}{ext}" for b in (1, 2, 3)] + [f"val_data{ext}"])
 
 
+def test_stored_npz_rows_are_memory_mapped_and_compressed_ones_decompressed(im: ModuleType, tmp_path: Path) -> None:
+    """np.savez stores members uncompressed: their rows come from a memory map (only the chosen
+    pages are read); np.savez_compressed members are decompressed whole. Both give the same rows,
+    and a stored file cut short is named as truncated."""
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 256, (50, 3 * 64 * 64), dtype=np.uint8)
+    labels = rng.integers(1, 1001, 50)
+    np.savez(tmp_path / "stored.npz", data=data, labels=labels)
+    np.savez_compressed(tmp_path / "packed.npz", data=data, labels=labels)
+    index = np.array([3, 7, 7, 49, 0])
+    stored, packed = im._File(tmp_path / "stored.npz", 64), im._File(tmp_path / "packed.npz", 64)
+    assert isinstance(stored._mapped_data(), np.memmap) and packed._mapped_data() is None
+    assert np.array_equal(stored.rows(index), data[index]) and np.array_equal(packed.rows(index), data[index])
+    assert not isinstance(stored.rows(index), np.memmap)
+    whole = (tmp_path / "stored.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(DataError, match=r"cut\.npz is unreadable"):
+        im._File(tmp_path / "cut.npz", 64)
+
+
 def test_subsets_n_per_class_and_determinism(im: ModuleType, tree, monkeypatch) -> None:
     root, classes = tree
     a = tasks.get("imagenet64-10", data_root=str(root), n_per_class=4, n_test=20, seed=3)
@@ -207,8 +227,10 @@ def test_unreadable_files(im: ModuleType, tmp_path: Path) -> None:
         tasks.get("imagenet64-10", data_root=str(tmp_path / "npz"))
     write_tree(tmp_path / "npz")
     path = folder / "train_data_batch_1.npz"
+    with np.load(path) as npz:  # compressed members are CRC-checked; stored ones are memory-mapped unchecked
+        np.savez_compressed(path, **npz)
     blob = bytearray(path.read_bytes())
-    blob[100_000:100_010] = b"0123456789"  # inside 'data': the labels still read, the data fails its CRC
+    blob[300:310] = b"0123456789"  # inside 'data': the labels still read, the data fails its CRC
     path.write_bytes(bytes(blob))
     with pytest.raises(DataError, match=r"batch_1\.npz is unreadable \(bad zip or truncated\): BadZipFile: Bad CRC"):
         tasks.get("imagenet64-10", data_root=str(tmp_path / "npz"))
