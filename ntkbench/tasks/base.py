@@ -141,15 +141,31 @@ def standardize(x_train: Tensor, x_test: Tensor) -> tuple[Tensor, Tensor, str]:
     """Subtract the training mean and divide by the training std (population std; a std of 0
     counts as 1), per channel for images (N, C, H, W) and per feature for vectors (N, d).
 
-    Statistics are computed in float64; both splits come back as float32, with a description.
+    The statistics are computed in float64 in two passes over chunks of samples, so that a large
+    split (100,000 images of 64×64) is never copied to float64 whole; both splits come back as
+    float32, with a description.
     """
-    x_train, x_test = x_train.double(), x_test.double()
-    dims = (0, 2, 3) if x_train.dim() == 4 else (0,)
-    mean = x_train.mean(dims, keepdim=True)
-    std = x_train.std(dims, correction=0, keepdim=True)
+    image = x_train.dim() == 4
+    flat = x_train.flatten(2) if image else x_train.unsqueeze(2)  # (N, features, positions)
+    count = flat.shape[0] * flat.shape[2]
+    total = sum(c.double().sum((0, 2)) for c in flat.split(_CHUNK))
+    mean = total / count
+    square = sum((c.double() - mean[:, None]).square().sum((0, 2)) for c in flat.split(_CHUNK))
+    std = (square / count).sqrt()
     std = torch.where(std > 0, std, torch.ones_like(std))
-    how = "per-channel train statistics" if x_train.dim() == 4 else "per-feature train statistics"
-    return ((x_train - mean) / std).float(), ((x_test - mean) / std).float(), how
+    shape = (1, -1, 1, 1) if image else (1, -1)
+    mean, std = mean.reshape(shape), std.reshape(shape)
+    how = "per-channel train statistics" if image else "per-feature train statistics"
+
+    def apply(x: Tensor) -> Tensor:  # one float32 result; float64 inputs keep float64 arithmetic
+        if x.dtype == torch.float64:
+            return ((x - mean) / std).float()
+        return (x.float() - mean.float()).div_(std.float())
+
+    return apply(x_train), apply(x_test), how
+
+
+_CHUNK = 4096
 
 
 def preprocess(x_train: Tensor, x_test: Tensor, common: Common) -> tuple[Tensor, Tensor, str]:

@@ -253,7 +253,10 @@ def _read(files: list[_File], index: np.ndarray, resolution: int) -> np.ndarray:
         if mine.any():
             out[mine] = f.rows(index[mine] - start)
         start = stop
-    return out.reshape(-1, 3, resolution, resolution).astype(np.float32) / np.float32(255)
+    x = out.reshape(-1, 3, resolution, resolution).astype(np.float32)
+    del out
+    x /= np.float32(255)
+    return x
 
 
 def _build(name: str, resolution: int, classes: Sequence[int], common: Common, root: str | None,
