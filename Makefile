@@ -13,12 +13,14 @@ ifneq (,$(findstring imagenet,$(TASK)))
 # images per class; kernel methods shrink n_train to their memory/time budgets (see README).
 ARCH ?= cnn
 BENCH_SET ?= --set arch.readout=flatten --set arch.channels=128 --set task.n_per_class=100 --set nn.epochs=30 --set taylor.epochs=30
+STUDY_SET ?= --set arch.readout=flatten --set arch.channels=128
 else
 ARCH ?= mlp
 BENCH_SET ?= --set arch.depth=2 --set arch.width=256
+STUDY_SET ?= $(BENCH_SET)
 endif
 
-.PHONY: install test bench data leaderboard validate ui bench-kernels nt-env clean
+.PHONY: install test bench study data leaderboard validate ui bench-kernels nt-env clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +37,11 @@ test: install
 bench: install
 	$(PY) -m ntkbench.cli run --task $(TASK) --method all --arch $(ARCH) --seeds $(SEEDS) $(BENCH_SET)
 	$(PY) -m ntkbench.cli leaderboard
+
+# The study (ntkbench.study): every variant, label noise, n_train sweep and 3 seeds on TASK and
+# on teacher, then leaderboard/site/study-TASK.html and .md. On digits: mlp depth 2, width 256.
+study: install
+	$(PY) -m ntkbench.cli study --task $(TASK) --arch $(ARCH) $(STUDY_SET)
 
 # Download a torchvision dataset into the data root ($$NTKBENCH_DATA or datasets/data):
 # make data DATASET=cifar10. Downsampled ImageNet needs a login: see datasets/imagenet64.md.

@@ -3,14 +3,16 @@
     ntkbench run --task digits --method all --arch mlp --seeds 0,1,2 [--set nn.lr=0.1 ...]
     ntkbench list tasks|methods|archs
     ntkbench leaderboard | export RUN_ID... | validate PATH
-    ntkbench study --task T [--arch A] [--quick] | report --task T
+    ntkbench study --task T [--arch A] [--quick] | report --task T [--study-id ID]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from ntkbench.registry import UnknownNameError
@@ -74,11 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--task", required=True)
     study.add_argument("--arch", default="mlp")
     study.add_argument("--quick", action="store_true", help="the small CPU grid: 1 seed, label noise 0 and 0.5, 5 epochs")
+    study.add_argument("--set", action="append", default=[], metavar="arch.NAME=VALUE",
+                       help="an architecture option, e.g. --set arch.width=256 (repeatable)")
     study.add_argument("--tracking-uri", default=None)
     study.add_argument("--out", type=Path, default=Path("leaderboard/site"))
     report = sub.add_parser("report", help="render study-TASK.html and .md from the study's MLflow runs")
     report.add_argument("--task", required=True)
     report.add_argument("--tracking-uri", default=None)
+    report.add_argument("--study-id", default=None, help="the study's ntkbench_study_id tag (default: the latest study of the task)")
     report.add_argument("--out", type=Path, default=Path("leaderboard/site"))
     export = sub.add_parser("export", help="write leaderboard entries (one per task, method, arch) from MLflow runs")
     export.add_argument("run_ids", nargs="+", metavar="RUN_ID")
@@ -92,8 +97,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's time limit), handled like Ctrl-C: the open run ends KILLED."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line; in the main thread SIGTERM raises :class:`Terminated`, so that a killed
+    grid leaves its current run KILLED (exit 143) rather than RUNNING forever."""
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is not threading.main_thread():
+        return _main(args)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace) -> int:
     from ntkbench import arch, methods, tasks
     from ntkbench.runner import run, summary
 
@@ -115,11 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, UnknownNameError) as e:
         print(f"ntkbench: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("ntkbench: interrupted; the current run is marked KILLED", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        return _interrupted(e)
     print(summary(results).to_string(float_format=lambda v: f"{v:.4g}"))
     return 1 if any(r.status != "FINISHED" for r in results) else 0
+
+
+def _interrupted(e: KeyboardInterrupt) -> int:
+    terminated = isinstance(e, Terminated)
+    print(f"ntkbench: {'terminated' if terminated else 'interrupted'}; the current run is marked KILLED", file=sys.stderr)
+    return 143 if terminated else 130
 
 
 def _leaderboard_command(args: argparse.Namespace) -> int:
@@ -156,13 +186,20 @@ def _study_command(args: argparse.Namespace) -> int:
     failed = 0
     if args.command == "study":
         try:
-            results = run_study(args.task, arch=args.arch, quick=args.quick, tracking_uri=args.tracking_uri)
+            settings = parse_settings(args.set)
+            bad = [k for k in settings if not k.startswith("arch.")]
+            if bad:
+                raise ValueError(f"study --set takes architecture options arch.NAME=VALUE, got {', '.join(bad)}")
+            results = run_study(args.task, arch=args.arch, quick=args.quick, tracking_uri=args.tracking_uri,
+                                arch_options={k[len("arch."):]: v for k, v in settings.items()})
         except (ValueError, UnknownNameError) as e:
             print(f"ntkbench: error: {e}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt as e:
+            return _interrupted(e)
         failed = sum(r.status != "FINISHED" for r in results)
         print(f"study: {len(results)} runs, {failed} failed")
-    path = render_report(args.task, args.tracking_uri, args.out)
+    path = render_report(args.task, args.tracking_uri, args.out, getattr(args, "study_id", None))
     print(f"report: {path}, {path.with_suffix('.md')}")
     return 1 if failed else 0
 

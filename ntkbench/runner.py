@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import sys
 import threading
 import time
@@ -58,15 +59,19 @@ def split_options(options: dict[str, object], method_names: list[str]) -> dict[s
 def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tuple[int, ...] = (0,),
         options: dict[str, object] | None = None, device: str = "auto", tracking_uri: str | None = None,
         track: bool = True, n_trains: tuple[int, ...] = (), data_root: str | None = None,
-        download: bool = False) -> list[RunResult]:
+        download: bool = False, tags: dict[str, str] | None = None,
+        nn_outputs: dict[tuple, torch.Tensor] | None = None) -> list[RunResult]:
     """Run every (n_train, seed, method) on ``task`` with one architecture; one result per run.
 
     ``method`` is a name, a comma-separated list or ``all``. ``options`` are ``task.X``,
     ``arch.X`` or ``<method>.X`` settings. ``n_trains`` sweeps the task's n_train (learning
     curves); ``data_root`` goes to tasks that read files, and ``download`` lets those that can
-    fetch missing files. Every name and option, and the data,
-    is checked before the first run; a method that raises is recorded as FAILED and the grid
-    goes on.
+    fetch missing files. ``tags`` are added to every MLflow run. ``nn_outputs`` holds the test
+    outputs of ``nn`` runs by data set (task, seed and task params); pass the same dict to
+    several calls (the study does) so that ``taylor`` and ``entk`` runs of a later call get
+    their linearization gap against an ``nn`` run of an earlier one. Every name and option,
+    and the data, is checked before the first run; a method that raises is recorded as FAILED
+    and the grid goes on.
     """
     names = method_lib.METHODS.list() if method == "all" else method.split(",")
     for name in names:
@@ -97,15 +102,17 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
     results = []
     # nn first, so that the linearizations of the same (n_train, seed) can be compared with it.
     names = sorted(names, key=lambda name: name != "nn")
-    nn_scores: dict[tuple[int, int], torch.Tensor] = {}
+    nn_outputs = {} if nn_outputs is None else nn_outputs
     grid = [(i, seed, name) for i in range(len(sizes)) for seed in seeds for name in names]
     for i, seed, name in tqdm(grid, desc="runs", disable=not sys.stderr.isatty()):
         data = datasets[i, seed]
         model = method_lib.get(name, network, seed, **dict(groups[name]))
-        reference = nn_scores.get((i, seed)) if name in LINEARIZATIONS else None
-        result, scores = _run_one(data, name, model, arch, arch_params, network, dev, tracker, reference)
+        key = (data.name, arch, json.dumps(arch_params, sort_keys=True, default=str),
+               json.dumps(data.params, sort_keys=True, default=str))
+        reference = nn_outputs.get(key) if name in LINEARIZATIONS else None
+        result, scores = _run_one(data, name, model, arch, arch_params, network, dev, tracker, reference, tags)
         if name == "nn" and scores is not None:
-            nn_scores[i, seed] = scores
+            nn_outputs[key] = scores.cpu()
         results.append(result)
     return results
 
@@ -114,8 +121,8 @@ def _defaults(builder) -> dict[str, object]:
     return {k: p.default for k, p in inspect.signature(builder).parameters.items()}
 
 
-def _run_one(data, name, model, arch_name, arch_params, network, dev, tracker,
-             nn_scores: torch.Tensor | None) -> tuple[RunResult, torch.Tensor | None]:
+def _run_one(data, name, model, arch_name, arch_params, network, dev, tracker, nn_scores: torch.Tensor | None,
+             tags: dict[str, str] | None) -> tuple[RunResult, torch.Tensor | None]:
     x, y = (t.to(dev) for t in data.train)
     x_test, y_test = (t.to(dev) for t in data.test)
     n_train = len(x)
@@ -130,14 +137,14 @@ def _run_one(data, name, model, arch_name, arch_params, network, dev, tracker,
         from ntkbench.tracking import environment_tags
 
         config = {**params, "arch_layers": repr(network)}
-        scope = tracker.run(data.name, f"{name}-{arch_name}-s{model.seed}-n{n_train}", params, environment_tags(dev), config)
+        scope = tracker.run(data.name, f"{name}-{arch_name}-s{model.seed}-n{n_train}", params, {**environment_tags(dev), **(tags or {})}, config)
     try:
         with scope as tracked:
             result.run_id = tracked.run_id if tracked else None
             ctx = method_lib.RunContext(*((tracked.log_metric, tracked.log_param, tracked.log_dict) if tracked else ()))
             evaluation, scores = _fit_and_evaluate(model, ctx, x, y, x_test, y_test, data.num_classes, network, dev)
             if nn_scores is not None:
-                evaluation.update(linearization_gap(scores, nn_scores))
+                evaluation.update(linearization_gap(scores, nn_scores.to(scores.device)))
             if tracked:  # the method's own metrics were logged as they came
                 tracked.log_metrics(evaluation)
             result.metrics = {**ctx.metrics, **evaluation}

@@ -80,8 +80,8 @@ class Tracker:
             self.mlflow.log_params({k: _param(v) for k, v in params.items()})
             self.mlflow.log_dict(config, "config.json")
             yield run
-        except KeyboardInterrupt:
-            self.mlflow.set_tag("error", "KeyboardInterrupt")
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM through the CLI
+            self.mlflow.set_tag("error", f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
             self.mlflow.end_run(status="KILLED")
             raise
         except Exception as e:

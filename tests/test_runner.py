@@ -1,6 +1,12 @@
 """The runner and CLI against a real MLflow SQLite store in a temporary directory."""
 
+import signal
+import subprocess
+import sys
+import time
+
 import mlflow
+import psutil
 import pytest
 
 from ntkbench import cli, runner
@@ -58,6 +64,26 @@ def test_a_failing_method_is_marked_failed_and_the_grid_goes_on(store):
     assert runs.loc["ntk", "status"] == "FINISHED"
 
 
+def test_sigterm_ends_the_current_run_as_killed(store, tmp_path):
+    """A real process killed with SIGTERM mid-run (a scheduler's limit): the run ends KILLED, exit 143."""
+    command = [sys.executable, "-m", "ntkbench.cli", "run", "--task", "digits", "--method", "nn", "--tracking-uri",
+               store, "--set", "nn.epochs=100000", "--set", "task.n_train=100"]
+    mlflow.MlflowClient(store).create_experiment("digits")  # the schema migration never races with the child's
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if "metrics.train_loss" in _runs(store, "digits"):  # training has started
+            break
+        time.sleep(0.5)
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert "terminated; the current run is marked KILLED" in err
+    runs = _runs(store, "digits")
+    assert list(runs.status) == ["KILLED"] and runs["tags.error"].iloc[0] == "Terminated: signal 15"
+
+
 def test_ctrl_c_ends_the_current_run_as_killed(store, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -110,6 +136,9 @@ def test_a_memory_budget_shrinks_the_kernel_training_set(store):
     # 1e-4 GiB holds sqrt(107374 / 24) ≈ 66 rows of the float64 train kernel and its factors.
     results = runner.run(task="iris", method="ntk", options={**FAST, "task.n_train": 120, "ntk.memory_budget_gb": 1e-4})
     assert results[0].metrics["n_train"] == 66
+    # The 64 GB default is capped at 80% of the RAM available, so a small machine is never overcommitted.
+    results = runner.run(task="iris", method="ntk", options={**FAST, "ntk.memory_budget_gb": 1e6})
+    assert 0 < results[0].metrics["memory_budget_gb_used"] <= 0.8 * psutil.virtual_memory().total / 2**30
 
 
 def test_download_is_refused_for_tasks_that_ship_their_data(store, capsys):

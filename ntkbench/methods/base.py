@@ -135,14 +135,18 @@ def fit_budget(x: Tensor, labels: Tensor, max_n_train: int | None, memory_budget
                ctx: RunContext) -> tuple[Tensor, Tensor]:
     """The largest stratified subset of (x, labels) that fits the budgets, and ``n_train_used``.
 
-    Memory: n·bytes_per_row + n²·bytes_per_pair <= memory_budget_gb. Time, only when
+    Memory: n·bytes_per_row + n²·bytes_per_pair <= min(memory_budget_gb, 80% of the memory
+    available now on the inputs' device: free CUDA memory, or the host's available RAM), so the
+    64 GB default never overcommits a smaller machine; the bytes used are logged as
+    ``memory_budget_gb_used``. Time, only when
     ``time_budget_s`` is set: ``probe`` is timed on up to 32 rows (after one warm-up call) and
     the cost extrapolated with the pair count, n²/32². A time budget makes n_train depend on the
     machine and its load, so it is off by default. ``max_n_train`` caps the result. A subsample
     is drawn per class with ``seed`` and logged, never silent.
     """
     n = len(x)
-    budget = memory_budget_gb * 2**30
+    budget = min(memory_budget_gb * 2**30, 0.8 * available_memory(x.device))
+    ctx.log_metric("memory_budget_gb_used", budget / 2**30)
     n_memory = (-bytes_per_row + math.sqrt(bytes_per_row**2 + 4 * bytes_per_pair * budget)) / (2 * bytes_per_pair)
     n_time = math.inf
     if time_budget_s is not None:
@@ -166,6 +170,15 @@ def fit_budget(x: Tensor, labels: Tensor, max_n_train: int | None, memory_budget
     index = stratified_indices(labels.cpu().numpy(), n_used, random_stream(seed, 3))
     index = torch.from_numpy(index).to(x.device)
     return x[index], labels[index]
+
+
+def available_memory(device: torch.device) -> float:
+    """Bytes free now: ``torch.cuda.mem_get_info`` on a GPU, psutil's available RAM otherwise."""
+    if device.type == "cuda":
+        return float(torch.cuda.mem_get_info(device)[0])
+    import psutil
+
+    return float(psutil.virtual_memory().available)
 
 
 def log_kernel_diagnostics(k_train: Tensor, targets: Tensor, ridge: float, ctx: RunContext) -> None:
