@@ -1,12 +1,15 @@
 """The study grid, its runs into a temporary SQLite store, and the rendered report."""
 
+import dataclasses
 import html
+import math
 import re
 
 import pytest
 
-from ntkbench import cli, study
+from ntkbench import cli, runner, study
 from ntkbench.leaderboard.render import escape_markdown
+from ntkbench.tracking import runs_frame
 
 ARCH = {"depth": 1, "width": 16}
 GRID = study.make_grid(
@@ -57,17 +60,85 @@ def test_report_has_every_section_table_and_plot(store):
         assert f"<h2>{heading}</h2>" in page and f"## {heading}" in md
         assert f"*{escape_markdown(question)}*" in md and html.escape(question) in page
     accuracy = _section(md, "Accuracy by method")
+    ci = r"[-+]?[\d.]+ \\\[[-+]?[\d.]+, [-+]?[\d.]+\\\]"  # mean [lo, hi], brackets escaped in Markdown
     for task in ("iris", "teacher"):
         for variant in ("nn", "taylor@0", "taylor@end", "entk@0", "entk@end", "ntk", "nngp"):
-            assert re.search(rf"^\| {task} \| {variant} \| 80 \| [\d.]+ ± [\d.]+ \| .* \| 2 \|$", accuracy, re.M), variant
+            assert re.search(rf"^\| {task} \| {variant} \| 80 \| {ci} \| .* \| 2 \| \w{{8}} \w{{8}} \|$",
+                             accuracy, re.M), variant
     noise = _section(md, "Label noise: memorization vs generalization")
     for p in ("0", "0.5"):
         for variant in ("nn", "taylor@0", "entk@0", "ntk", "nngp"):
             assert f"| iris | {variant} | {p} |" in noise
     assert "| iris | nn | 40 |" in _section(md, "Learning curves")
-    assert "| iris | 0.5 |" in _section(md, "Kernel and weight distance over training")
+    distance = _section(md, "Kernel distance and linearization gap over training")
+    assert "| iris | 0.5 | nn |" in distance
+    assert re.search(rf"^\| iris \| 0 \| taylor@0 \| – \| {ci} \| {ci} \| {ci} \| 2 \|", distance, re.M)
+    for heading, _ in study.SECTIONS:  # every section answers its question with numbers, first thing
+        answers = _section(md, heading).split("\n\n")[1]
+        assert answers.startswith("- ") and re.search(r"\d", answers), heading
     assert page.count("<svg") == 4  # energy, label noise, distances, learning curves
     assert "<script" not in page and not re.search(r"(src|href)=\"https?:", page)
+
+
+def test_every_number_traces_to_its_runs(store):
+    """The accuracy table's means and intervals recomputed from the MLflow runs its row names."""
+    uri, root, _ = store
+    study.render_report("iris", uri, root / "trace")
+    frame = runs_frame(uri)
+    lines = [line for line in _section((root / "trace" / "study-iris.md").read_text(), "Accuracy by method").splitlines()
+             if line.startswith(("| iris |", "| teacher |"))]
+    assert len(lines) == 14  # 7 variants × 2 tasks
+    for line in lines:
+        cells = [c.strip().replace("\\", "") for c in line.strip("|").split("|")]
+        runs = [frame[frame.run_id.str.startswith(r)] for r in cells[7].split()]
+        assert all(len(r) == 1 for r in runs), cells
+        runs = [r.iloc[0] for r in runs]
+        assert {(r["params.task"], r["params.n_train"], r["params.task.label_noise"]) for r in runs} == {(cells[0], cells[2], "0.0")}
+        accuracy = [100 * r["metrics.test_accuracy"] for r in runs]
+        mean, lo, hi, n = study.interval(accuracy)
+        assert cells[3] == f"{mean:.1f} [{lo:.1f}, {hi:.1f}]" and n == int(cells[6]) == 2
+
+
+def test_runs_are_tagged_and_linearizations_get_their_gap(store):
+    uri, root, _ = store
+    frame = runs_frame(uri)
+    assert set(frame["tags.ntkbench_study"]) == {"iris"} and frame["tags.ntkbench_study_id"].nunique() == 1
+    linear = frame[frame["params.method"].isin(["taylor", "entk"])]
+    assert linear["metrics.linearization_gap_rms"].notna().all()
+    taylor0 = linear[(linear["params.method"] == "taylor") & (linear["params.method.linearize_at_epoch"] == "0")]
+    assert (taylor0["metrics.linearization_gap_rms"] > 0).all()  # nn trained 2 epochs away from θ0
+    other = frame[~frame["params.method"].isin(["taylor", "entk"])]
+    assert other["metrics.linearization_gap_rms"].isna().all()
+
+
+def test_ordinary_runs_and_other_studies_stay_out_of_the_report(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    small = study.make_grid(epochs=1, at_epochs=(), label_noise=(0.0,), n_trains=(30,), seeds=(0,), teacher=False,
+                            task_options=(("n_test", 20),))
+    small = dataclasses.replace(small, variants=small.variants[:1])  # nn only
+    runner.run(task="iris", method="ntk", options={"task.n_train": 30, "task.n_test": 20}, tracking_uri=uri)
+    study.run_study("iris", arch_options=ARCH, tracking_uri=uri, grid=small, device="cpu")
+    study.run_study("iris", arch_options=ARCH, tracking_uri=uri, grid=small, device="cpu")
+    ids = sorted(set(runs_frame(uri)["tags.ntkbench_study_id"].dropna()))
+    assert len(ids) == 2
+    latest = study.render_report("iris", uri, tmp_path / "a").read_text()
+    first = study.render_report("iris", uri, tmp_path / "b", study_id=ids[0]).read_text()
+    assert f"Study {ids[1]}: 1 finished runs" in latest and f"Study {ids[0]}: 1 finished runs" in first
+    assert "| iris | ntk |" not in (tmp_path / "a" / "study-iris.md").read_text()
+    missing = study.render_report("iris", uri, tmp_path / "c", study_id="iris-nope").read_text()
+    assert "No study iris-nope yet" in missing
+
+
+def test_intervals_and_correlations_are_exact():
+    mean, lo, hi, n = study.interval([1.0, 2.0, 3.0, math.nan])
+    half = 4.302652729749464 / math.sqrt(3)  # t_{0.975, 2} · s / √n with s = 1
+    assert (mean, n) == (2.0, 3) and lo == pytest.approx(2 - half, rel=1e-12) and hi == pytest.approx(2 + half, rel=1e-12)
+    assert study.interval([5.0])[:1] == (5.0,) and math.isnan(study.interval([5.0])[1])
+    assert study.interval([])[3] == 0
+    r, lo, hi, n = study.correlation([1, 2, 3, 4, 5], [2, 4, 5, 4, 5])
+    assert r == pytest.approx(0.7745966692414834) and n == 5 and lo < r < hi
+    assert lo == pytest.approx(math.tanh(math.atanh(r) - 1.959963984540054 / math.sqrt(2)))
+    assert math.isnan(study.correlation([1, 1, 1], [1, 2, 3])[0])  # constant input: no r, not a warning
 
 
 def test_report_is_deterministic_and_the_cli_renders_it(store, capsys):
