@@ -103,9 +103,9 @@ def _now_ms() -> int:
 
 
 class RunRecord:
-    """One run's events in order, kept in memory as JSON lines; once :meth:`spill` is called,
-    also in a file of the outbox, to which each later event is appended and flushed. The file
-    is locked (``flock``) until :meth:`close`, so :func:`sync` leaves a running record alone."""
+    """One run's events in order as JSON lines: in memory until :meth:`spill`, then in a file
+    of the outbox, to which each later event is appended and flushed. The file is locked
+    (``flock``) until :meth:`close`, so :func:`sync` leaves a running record alone."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -121,22 +121,28 @@ class RunRecord:
                 raise ValueError(f"param {key!r} was logged as {self.params[key]!r} and again as {value!r}; "
                                  "a param is logged once per run")
         line = json.dumps(event) + "\n"
-        self.lines.append(line)
         if self._file:
             self._file.write(line)
             self._file.flush()
+        else:
+            self.lines.append(line)
 
     def spill(self, outbox: Path) -> Path:
-        """Write every event so far to a new file in ``outbox`` and keep appending there."""
+        """Write every event so far to a new file in ``outbox`` and keep appending there. The
+        file is written and locked under a ``.part`` name, then renamed: a sync never sees it
+        unlocked."""
         start = json.loads(self.lines[0])
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(start["time"] / 1000))
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{start['experiment']}-{start['run_name']}")[:100]
         outbox.mkdir(parents=True, exist_ok=True)
         self.path = outbox / f"{stamp}-{name}-{start['record_id']}.jsonl"
-        self._file = self.path.open("a", encoding="utf-8")
+        part = self.path.with_name(self.path.name + ".part")
+        self._file = part.open("a", encoding="utf-8")
         fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._file.writelines(self.lines)
         self._file.flush()
+        part.rename(self.path)
+        self.lines = []
         return self.path
 
     def close(self) -> None:
