@@ -60,13 +60,17 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
         options: dict[str, object] | None = None, device: str = "auto", tracking_uri: str | None = None,
         track: bool = True, n_trains: tuple[int, ...] = (), data_root: str | None = None,
         download: bool = False, tags: dict[str, str] | None = None,
-        nn_outputs: dict[tuple, torch.Tensor] | None = None) -> list[RunResult]:
+        nn_outputs: dict[tuple, torch.Tensor] | None = None, tracking: str = "mlflow",
+        outbox: str | None = None) -> list[RunResult]:
     """Run every (n_train, seed, method) on ``task`` with one architecture; one result per run.
 
     ``method`` is a name, a comma-separated list or ``all``. ``options`` are ``task.X``,
     ``arch.X`` or ``<method>.X`` settings. ``n_trains`` sweeps the task's n_train (learning
     curves); ``data_root`` goes to tasks that read files, and ``download`` lets those that can
-    fetch missing files. ``tags`` are added to every MLflow run. ``nn_outputs`` holds the test
+    fetch missing files. ``tracking`` is ``mlflow`` (live to the store ``tracking_uri``; if the
+    store fails, the runs go on into the outbox), ``offline`` (records in ``outbox``, default
+    $NTKBENCH_OUTBOX or ./mlruns-outbox, for ``ntkbench sync``; no MLflow needed) or ``off``,
+    as is ``track=False``. ``tags`` are added to every MLflow run. ``nn_outputs`` holds the test
     outputs of ``nn`` runs by data set (task, seed and task params); pass the same dict to
     several calls (the study does) so that ``taylor`` and ``entk`` runs of a later call get
     their linearization gap against an ``nn`` run of an earlier one. Every name and option,
@@ -95,10 +99,10 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
         method_lib.get(name, network, 0, **dict(groups[name]))
 
     tracker = None
-    if track:
+    if track and tracking != "off":
         from ntkbench.tracking import Tracker
 
-        tracker = Tracker(tracking_uri)
+        tracker = Tracker(tracking_uri, tracking, outbox)
     results = []
     # nn first, so that the linearizations of the same (n_train, seed) can be compared with it.
     names = sorted(names, key=lambda name: name != "nn")

@@ -88,10 +88,12 @@ def _task_options(name: str, task: str, arch: str, grid: StudyGrid) -> dict[str,
 
 
 def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None = None, quick: bool = False,
-              tracking_uri: str | None = None, grid: StudyGrid | None = None, device: str = "auto") -> list[RunResult]:
+              tracking_uri: str | None = None, grid: StudyGrid | None = None, device: str = "auto",
+              tracking: str = "mlflow", outbox: str | None = None) -> list[RunResult]:
     """Run ``grid`` (default :data:`STUDY_GRID`, or :data:`QUICK_GRID` with ``quick``) on ``task``
     and ``teacher``: one :func:`ntkbench.runner.run` per (task, variant, label noise), all tagged
-    with one study id. n_train values are capped to the task's training set size."""
+    with one study id. n_train values are capped to the task's training set size. ``tracking``
+    and ``outbox`` are the runner's."""
     from ntkbench import runner
     from ntkbench import tasks as task_lib
 
@@ -116,7 +118,7 @@ def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None 
                 results += runner.run(task=name, method=m, arch=arch, seeds=grid.seeds, device=device,
                                       options={**options, "task.label_noise": p}, tracking_uri=tracking_uri,
                                       n_trains=n_trains if p == 0 else n_trains[-1:], tags=tags,
-                                      nn_outputs=nn_outputs)
+                                      nn_outputs=nn_outputs, tracking=tracking, outbox=outbox)
     return results
 
 
