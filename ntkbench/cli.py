@@ -4,6 +4,7 @@
     ntkbench list tasks|methods|archs
     ntkbench leaderboard | export RUN_ID... | validate PATH
     ntkbench study --task T [--arch A] [--quick] | report --task T [--study-id ID]
+    ntkbench run|study ... --tracking offline [--outbox DIR]; later: ntkbench sync [--outbox DIR]
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ntkbench.registry import UnknownNameError
+
+if TYPE_CHECKING:
+    from ntkbench.tracking import SyncResult
 
 
 def parse_value(text: str) -> object:
@@ -67,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="let tasks that support it (mnist, cifar10, ...) download missing files")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     run.add_argument("--tracking-uri", default=None, help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
-    run.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    add_tracking_options(run)
+    run.add_argument("--no-track", dest="tracking", action="store_const", const="off", help="same as --tracking off")
     board = sub.add_parser("leaderboard", help="render leaderboard/README.md and leaderboard/site/ from MLflow and entries")
     board.add_argument("--tracking-uri", default=None)
     board.add_argument("--entries", type=Path, default=Path("leaderboard/entries"))
@@ -79,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--set", action="append", default=[], metavar="arch.NAME=VALUE",
                        help="an architecture option, e.g. --set arch.width=256 (repeatable)")
     study.add_argument("--tracking-uri", default=None)
+    add_tracking_options(study)
     study.add_argument("--out", type=Path, default=Path("leaderboard/site"))
     report = sub.add_parser("report", help="render study-TASK.html and .md from the study's MLflow runs")
     report.add_argument("--task", required=True)
@@ -91,10 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, default=Path("leaderboard/entries"))
     validate = sub.add_parser("validate", help="check entry files against the schema; report every bad file")
     validate.add_argument("path", type=Path)
+    sync = sub.add_parser("sync", help="import the run records of an outbox (--tracking offline) into an MLflow store")
+    sync.add_argument("--outbox", default=None, help=OUTBOX_HELP)
+    sync.add_argument("--tracking-uri", default=None, help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
     lst = sub.add_parser("list", help="list registered tasks, methods or architectures")
     lst.add_argument("what", choices=["tasks", "methods", "archs"])
     lst.add_argument("pattern", nargs="?", default="*")
     return parser
+
+
+OUTBOX_HELP = "folder of offline run records; default $NTKBENCH_OUTBOX or ./mlruns-outbox"
+
+
+def add_tracking_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking", default="mlflow", choices=["mlflow", "offline", "off"],
+                        help="mlflow: log live (if the store fails, go on into the outbox); offline: write run "
+                             "records to the outbox for `ntkbench sync`, no MLflow needed; off: no tracking")
+    parser.add_argument("--outbox", default=None, help=OUTBOX_HELP)
 
 
 class Terminated(KeyboardInterrupt):
@@ -131,11 +151,13 @@ def _main(args: argparse.Namespace) -> int:
         return _leaderboard_command(args)
     if args.command in ("study", "report"):
         return _study_command(args)
+    if args.command == "sync":
+        return _sync_command(args)
     try:
         n_trains = parse_ints("--n-train", args.n_train, 1) if args.n_train else ()
         results = run(task=args.task, method=args.method, arch=args.arch, seeds=parse_ints("--seeds", args.seeds, 0),
                       options=parse_settings(args.set), device=args.device, tracking_uri=args.tracking_uri,
-                      track=not args.no_track, n_trains=n_trains, data_root=args.data_root,
+                      tracking=args.tracking, outbox=args.outbox, n_trains=n_trains, data_root=args.data_root,
                       download=args.download)
     except (ValueError, UnknownNameError) as e:
         print(f"ntkbench: error: {e}", file=sys.stderr)
@@ -143,7 +165,42 @@ def _main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as e:
         return _interrupted(e)
     print(summary(results).to_string(float_format=lambda v: f"{v:.4g}"))
+    _outbox_note(args)
     return 1 if any(r.status != "FINISHED" for r in results) else 0
+
+
+def _outbox_note(args: argparse.Namespace) -> None:
+    if args.tracking == "offline":
+        from ntkbench.tracking import resolve_outbox
+
+        outbox = resolve_outbox(args.outbox)
+        print(f"runs recorded in {outbox}/; import them into MLflow with `ntkbench sync --outbox {outbox}`")
+
+
+def _sync_command(args: argparse.Namespace) -> int:
+    """One line per record; exit 2 if a record (or the outbox) is bad, 1 if the store failed."""
+    from ntkbench.tracking import sync
+
+    try:
+        results = sync(args.outbox, args.tracking_uri, report=_print_synced)
+    except ValueError as e:
+        print(f"ntkbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ntkbench: sync interrupted; run it again to finish (records already in the store are skipped)",
+              file=sys.stderr)
+        return 130
+    outcomes = [r.outcome for r in results]
+    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in dict.fromkeys(outcomes))
+    print(f"sync: {len(results)} record(s): {counts}" if results else "sync: no records in the outbox")
+    return 2 if "bad" in outcomes else 1 if "failed" in outcomes else 0
+
+
+def _print_synced(result: SyncResult) -> None:
+    if result.outcome in ("bad", "failed"):
+        print(f"ntkbench: error: {result.message}", file=sys.stderr)
+    else:
+        print(f"{result.outcome}: {result.message}")
 
 
 def _interrupted(e: KeyboardInterrupt) -> int:
@@ -191,7 +248,8 @@ def _study_command(args: argparse.Namespace) -> int:
             if bad:
                 raise ValueError(f"study --set takes architecture options arch.NAME=VALUE, got {', '.join(bad)}")
             results = run_study(args.task, arch=args.arch, quick=args.quick, tracking_uri=args.tracking_uri,
-                                arch_options={k[len("arch."):]: v for k, v in settings.items()})
+                                arch_options={k[len("arch."):]: v for k, v in settings.items()},
+                                tracking=args.tracking, outbox=args.outbox)
         except (ValueError, UnknownNameError) as e:
             print(f"ntkbench: error: {e}", file=sys.stderr)
             return 2
@@ -199,6 +257,12 @@ def _study_command(args: argparse.Namespace) -> int:
             return _interrupted(e)
         failed = sum(r.status != "FINISHED" for r in results)
         print(f"study: {len(results)} runs, {failed} failed")
+        if args.tracking != "mlflow":
+            _outbox_note(args)
+            print(f"report: not rendered (--tracking {args.tracking}); "
+                  + (f"after `ntkbench sync`, run `ntkbench report --task {args.task}`" if args.tracking == "offline"
+                     else "the runs were not tracked"))
+            return 1 if failed else 0
     path = render_report(args.task, args.tracking_uri, args.out, getattr(args, "study_id", None))
     print(f"report: {path}, {path.with_suffix('.md')}")
     return 1 if failed else 0
