@@ -31,6 +31,8 @@ __all__ = ["RidgeChoice", "default_ridge_grid", "kernel_ridge", "loo_ridge", "ri
 
 # Losses within this relative distance of the minimum count as tied (float64 eigh round-off).
 _TIE_RTOL = 1e-10
+# Elements of the (rows, n) slices of U² in ``loo_ridge``: memory stays O(n·c + 2^24), not O(g·n·c + n²).
+_CHUNK_ELEMENTS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,17 @@ def _check_train(k_train_train: Tensor, y_train: Tensor) -> tuple[Tensor, bool]:
     n = k_train_train.shape[0]
     if k_train_train.shape[1] != n:
         raise ValueError(f"k_train_train must be a square (n, n) matrix, got shape {tuple(k_train_train.shape)}.")
+    return _check_targets(y_train, n, k_train_train.dtype, k_train_train.device)
+
+
+def _check_targets(y_train: Tensor, n: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, bool]:
+    """Validate Y against n kernel rows; return Y as (n, c) in dtype/device and whether Y was 1-D."""
     if y_train.ndim not in (1, 2) or y_train.shape[0] != n:
         raise ValueError(
             f"y_train must have shape (n,) or (n, c) with n = {n} rows of k_train_train, "
             f"got shape {tuple(y_train.shape)}."
         )
-    y = y_train.to(dtype=k_train_train.dtype, device=k_train_train.device)
+    y = y_train.to(dtype=dtype, device=device)
     if not torch.isfinite(y).all():
         raise ValueError("y_train contains NaN or infinite values.")
     return (y[:, None] if y.ndim == 1 else y), y_train.ndim == 1
@@ -164,7 +171,8 @@ def loo_ridge(
     the same lam'. It is computed as y - yhat = U diag(lam'/(s+lam')) U^T y and
     1 - H_ii = sum_j U_ij^2 lam'/(s_j+lam'), which avoids cancellation for small lam'.
     With ``relative=True`` lam' = ridge * tr(K)/n uses the trace of the full training kernel
-    and stays fixed across folds. Costs one eigh plus O(g n^2 c) for g grid values.
+    and stays fixed across folds. Costs one eigh plus O(g n^2 c) for g grid values, one grid
+    value at a time: memory K, U and O(n c) beyond eigh's workspace.
 
     Ties (losses within a relative 1e-10 of the minimum) go to the largest ridge.
 
@@ -192,9 +200,12 @@ def loo_ridge(
     s = s.clamp_min(0.0)
     shrink = lam[:, None] / (s[None, :] + lam[:, None])  # (g, n): 1 - s/(s+lam')
     z = u.T @ y  # (n, c)
-    resid = u @ (shrink[:, :, None] * z)  # (g, n, c): y - H y
-    one_minus_h = shrink @ (u * u).T  # (g, n): 1 - H_ii
-    loo_mse = ((resid / one_minus_h[:, :, None]) ** 2).mean(dim=(1, 2))
+    rows = max(1, _CHUNK_ELEMENTS // len(s))
+    one_minus_h = torch.cat([u[i:i + rows].square() @ shrink.T for i in range(0, len(s), rows)])  # (n, g): 1 - H_ii
+    loo_mse = torch.stack([
+        ((u @ (shrink[g, :, None] * z)) / one_minus_h[:, g, None]).square().mean()  # (y - H y)_i / (1 - H_ii)
+        for g in range(len(grid))
+    ])
 
     finite = torch.where(torch.isfinite(loo_mse), loo_mse, torch.full_like(loo_mse, math.inf))
     best = finite.min()
