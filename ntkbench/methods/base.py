@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 import types
 import typing
@@ -145,9 +146,12 @@ def fit_budget(x: Tensor, labels: Tensor, max_n_train: int | None, memory_budget
     is drawn per class with ``seed`` and logged, never silent.
     """
     n = len(x)
-    budget = min(memory_budget_gb * 2**30, 0.8 * available_memory(x.device))
+    budget = memory_budget(memory_budget_gb, x.device)
     ctx.log_metric("memory_budget_gb_used", budget / 2**30)
-    n_memory = (-bytes_per_row + math.sqrt(bytes_per_row**2 + 4 * bytes_per_pair * budget)) / (2 * bytes_per_pair)
+    if bytes_per_pair > 0:
+        n_memory = (-bytes_per_row + math.sqrt(bytes_per_row**2 + 4 * bytes_per_pair * budget)) / (2 * bytes_per_pair)
+    else:  # no n×n term (a matrix-free solve): rows only
+        n_memory = budget / bytes_per_row if bytes_per_row > 0 else math.inf
     n_time = math.inf
     if time_budget_s is not None:
         rows = x[: min(n, 32)]
@@ -172,6 +176,11 @@ def fit_budget(x: Tensor, labels: Tensor, max_n_train: int | None, memory_budget
     return x[index], labels[index]
 
 
+def memory_budget(memory_budget_gb: float, device: torch.device) -> float:
+    """Bytes a method may use: min(memory_budget_gb, 80% of the memory available now)."""
+    return min(memory_budget_gb * 2**30, 0.8 * available_memory(device))
+
+
 def available_memory(device: torch.device) -> float:
     """Bytes free now: ``torch.cuda.mem_get_info`` on a GPU, psutil's available RAM otherwise."""
     if device.type == "cuda":
@@ -184,9 +193,17 @@ def available_memory(device: torch.device) -> float:
 def log_kernel_diagnostics(k_train: Tensor, targets: Tensor, ridge: float, ctx: RunContext) -> None:
     """Centred alignment, effective rank, target energy in the top eigenmodes and the train and
     leave-one-out errors at the chosen ridge, as ``kernel_*`` metrics, and the spectrum as the
-    artifact ``spectrum.json`` (see ``ntkbench.diagnostics``). Costs two n×n eigh."""
-    from ntkbench.diagnostics import kernel_diagnostics, spectrum
+    artifact ``spectrum.json`` (see ``ntkbench.diagnostics``). Costs two n×n eigh. A diagnostic
+    that is undefined for this kernel or subset (a single class, a constant kernel) is reported
+    as the param ``kernel_diagnostics_error`` and on stderr; the fit goes on."""
+    from ntkbench.diagnostics import DiagnosticError, kernel_diagnostics, spectrum
 
-    for key, value in kernel_diagnostics(k_train, targets, ridge).items():
-        ctx.log_metric(f"kernel_{key}", value)
     ctx.log_dict({"eigenvalues": spectrum(k_train).tolist()}, "spectrum.json")
+    try:
+        values = kernel_diagnostics(k_train, targets, ridge)
+    except DiagnosticError as e:
+        ctx.log_param("kernel_diagnostics_error", str(e))
+        print(f"ntkbench: kernel diagnostics skipped: {e}", file=sys.stderr)
+        return
+    for key, value in values.items():
+        ctx.log_metric(f"kernel_{key}", value)
