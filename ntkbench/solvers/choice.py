@@ -1,0 +1,138 @@
+"""Which solver a kernel regression uses, as explicit, logged numbers (``SolverPolicy``).
+
+Solvers, by the size n of the training kernel K:
+
+* ``eigh``: the ridge by exact leave-one-out from one eigendecomposition (``loo_ridge``), then
+  the weights by Cholesky in place; ~9n³ flops (tridiagonal reduction and QR with vectors,
+  Golub & Van Loan 2013, sec. 8.3), the kernel, its eigenvectors and eigh's workspace in memory.
+* ``cholesky``: the weights by Cholesky in place (``cholesky_ridge_``), n³/3 flops, one n×n.
+* ``cg``: preconditioned CG on K held in memory (``cg_ridge``), O(n² c) per iteration.
+* ``matrix_free``: CG on K recomputed by blocks each iteration; no n×n matrix at all.
+
+The automatic rule (``choose_solver``), with t = ``direct_time_s`` and the device's rates:
+
+    eigh        if no ridge is fixed, n <= eigh_max_n = (t · eigh_flops / 9)^(1/3) and K, U and
+                eigh's workspace (3 n² numbers) fit the memory budget;
+    cholesky    else if K (n² numbers) fits and n <= cholesky_max_n = (3 t · cholesky_flops)^(1/3);
+    cg          else if K fits;
+    matrix_free otherwise.
+
+CG and matrix-free cannot pick the ridge by leave-one-out cheaply (it needs eigh): with no ridge
+fixed they, and a requested ``cholesky``, use ``default_ridge``, and the log says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+__all__ = ["SOLVERS", "SolverChoice", "SolverName", "SolverPolicy", "choose_solver"]
+
+SolverName = Literal["auto", "eigh", "cholesky", "cg", "matrix_free"]
+SOLVERS: tuple[str, ...] = ("eigh", "cholesky", "cg", "matrix_free")
+EIGH_FLOPS_PER_N3 = 9.0
+
+
+@dataclass(frozen=True)
+class SolverPolicy:
+    """The thresholds of the automatic choice and the settings shared by the solvers.
+
+    direct_time_s: the estimated time a direct factorization (eigh or Cholesky) may take.
+    cholesky_flops, eigh_flops: achieved flop/s of ``torch.linalg.cholesky`` (n³/3 flops) and
+        ``torch.linalg.eigh`` (counted as 9n³) on the device. The defaults are an H200's, from
+        its measured ceilings: Cholesky 2.17 s at n = 65,536 in float64 (4.2e13; 6.6 s at
+        98,304 in float32 is the same rate) and eigh 3.1 s at 16,384 (1.3e13).
+        ``for_device("cpu")`` has a 2-core CPU's (measured in ``benchmarks/test_solvers.py``).
+    default_ridge: the relative ridge when none is fixed and leave-one-out is not run. 1e-2:
+        preconditioned CG needs about sqrt(1 + ||K - L_k L_k^T|| / lam') iterations and NTK
+        spectra decay slowly, so ridges much below 1e-2·tr(K)/n cost hundreds of iterations.
+    tile: rows and columns of the kernel blocks computed at once (assembly, matrix-free
+        products): 3·tile² numbers in flight, 0.4 GB in float64 at 4096.
+    """
+
+    direct_time_s: float = 20.0
+    cholesky_flops: float = 4.2e13
+    eigh_flops: float = 1.3e13
+    default_ridge: float = 1e-2
+    tile: int = 4096
+
+    @classmethod
+    def for_device(cls, device: torch.device | str) -> SolverPolicy:
+        """The H200 defaults on CUDA; a 2-core CPU's rates and 1024-row tiles otherwise."""
+        if torch.device(device).type == "cuda":
+            return cls()
+        return cls(cholesky_flops=2.5e10, eigh_flops=1.0e10, tile=1024)
+
+    @property
+    def eigh_max_n(self) -> int:
+        """The largest n whose eigh (9n³ flops) takes at most direct_time_s."""
+        return _cube_root_floor(self.direct_time_s * self.eigh_flops / EIGH_FLOPS_PER_N3)
+
+    @property
+    def cholesky_max_n(self) -> int:
+        """The largest n whose Cholesky (n³/3 flops) takes at most direct_time_s."""
+        return _cube_root_floor(3 * self.direct_time_s * self.cholesky_flops)
+
+
+def _cube_root_floor(value: float) -> int:
+    """floor(value^(1/3)), exact where value is a perfect cube."""
+    root = round(value ** (1 / 3))
+    return root if root**3 <= value else root - 1
+
+
+@dataclass(frozen=True)
+class SolverChoice:
+    """solver: one of ``SOLVERS``. reason: why, for the log. diagnostics: whether the eigh-based
+    kernel diagnostics fit the time and memory rules (K held, n <= eigh_max_n, 3 n² numbers).
+    bytes_per_pair, bytes_per_row: the memory of the path, n²·bytes_per_pair +
+    n·bytes_per_row, for ``fit_budget``."""
+
+    solver: str
+    reason: str
+    diagnostics: bool
+    bytes_per_pair: float
+    bytes_per_row: float
+
+
+def _row_bytes(solver: str, num_outputs: int, rank: int) -> float:
+    """Numbers per training row besides K: Y, alpha and LOO's (n, c) temporaries for the
+    direct solvers; CG's ~10 (n, c) vectors and the rank-k preconditioner's 3 (n, k) for CG."""
+    return 4.0 * num_outputs if solver in ("eigh", "cholesky") else 10.0 * num_outputs + 3.0 * rank
+
+
+def choose_solver(n: int, num_outputs: int, dtype: torch.dtype, memory_bytes: float, ridge_fixed: bool,
+                  requested: SolverName = "auto", policy: SolverPolicy = SolverPolicy(),
+                  diagnostics: bool = True, preconditioner_rank: int = 100) -> SolverChoice:
+    """The solver for n training rows and ``num_outputs`` targets by the rule of the module
+    docstring, or ``requested``. ``diagnostics``: whether the caller wants the eigh-based
+    kernel diagnostics (they run only where ``SolverChoice.diagnostics`` says they fit)."""
+    if requested not in ("auto", *SOLVERS):
+        raise ValueError(f"solver must be one of auto, {', '.join(SOLVERS)}; got {requested!r}")
+    if requested == "eigh" and ridge_fixed:
+        raise ValueError("solver 'eigh' chooses the ridge by leave-one-out; with a fixed ridge use 'cholesky'")
+    size = torch.finfo(dtype).bits // 8
+
+    def fits(solver: str, pairs: float) -> bool:
+        return pairs * n * n * size + n * _row_bytes(solver, num_outputs, preconditioner_rank) * size <= memory_bytes
+
+    eigh_ok = n <= policy.eigh_max_n and fits("eigh", 3)
+    gb = n * n * size / 2**30
+    if requested != "auto":
+        solver, reason = requested, "requested"
+    elif not ridge_fixed and eigh_ok:
+        solver, reason = "eigh", f"no ridge fixed and n={n} <= eigh_max_n={policy.eigh_max_n}: leave-one-out by eigh"
+    elif fits("cholesky", 1) and n <= policy.cholesky_max_n:
+        solver = "cholesky"
+        reason = f"the {gb:.3g} GB kernel fits and n={n} <= cholesky_max_n={policy.cholesky_max_n}"
+    elif fits("cg", 1):
+        solver = "cg"
+        reason = (f"the {gb:.3g} GB kernel fits but n={n} > cholesky_max_n={policy.cholesky_max_n} "
+                  f"(a Cholesky would take over {policy.direct_time_s:g} s)")
+    else:
+        solver, reason = "matrix_free", f"the {gb:.3g} GB kernel does not fit the {memory_bytes / 2**30:.3g} GB budget"
+    run_diagnostics = diagnostics and solver != "matrix_free" and eigh_ok
+    pairs = 3 if solver == "eigh" or run_diagnostics else (0 if solver == "matrix_free" else 1)
+    return SolverChoice(solver, reason, run_diagnostics, float(pairs * size),
+                        _row_bytes(solver, num_outputs, preconditioner_rank) * size)
