@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import Tensor
 
 from ntkbench.arch import Serial
@@ -16,13 +17,38 @@ from ntkbench.methods.base import (
     choose_ridge,
     fit_budget,
     log_kernel_diagnostics,
+    memory_budget,
     register_method,
 )
-from ntkbench.solvers import ridge_weights
+from ntkbench.solvers import (
+    Block,
+    CGSettings,
+    JitterPolicy,
+    KernelOperator,
+    MatmulCount,
+    SolverChoice,
+    SolverName,
+    SolverPolicy,
+    assemble_kernel,
+    block_diagonal,
+    cg_ridge,
+    cholesky_ridge_,
+    choose_solver,
+    dense_block,
+)
+
+# Kernel entries per test chunk in ``predict``: the chunk's nngp and ntk take 1 GB in float64.
+PREDICT_ELEMENTS = 1 << 26
+
+
+def kernel_block(arch: Serial, x: Tensor, kind: str, dtype: torch.dtype) -> Block:
+    """K[rows][:, cols] = arch.kernel(x[rows], x[cols]).{kind}, recomputed on each call."""
+    return lambda rows, cols: getattr(arch.kernel(x[rows], x[cols], dtype=dtype), kind)
+
 
 @dataclass
 class KernelPredictor:
-    """f(x) = K(x, X) α with α = (K + λ tr(K)/n · I)⁻¹ Y."""
+    """f(x) = K(x, X) α with α = (K + λ tr(K)/n · I)⁻¹ Y, by chunks of test rows."""
 
     arch: Serial
     kind: str
@@ -30,19 +56,29 @@ class KernelPredictor:
     alpha: Tensor
 
     def predict(self, x: Tensor) -> Tensor:
-        k = getattr(self.arch.kernel(x, self.x_train, dtype=self.alpha.dtype), self.kind)
-        return (k @ self.alpha).float()
+        rows = max(1, PREDICT_ELEMENTS // len(self.x_train))
+        return torch.cat([
+            (getattr(self.arch.kernel(x[i:i + rows], self.x_train, dtype=self.alpha.dtype), self.kind) @ self.alpha).float()
+            for i in range(0, max(len(x), 1), rows)  # an empty x still reaches arch.kernel's error
+        ])
 
 
 @dataclass
 class _KernelRegression:
     """Infinite-width kernel regression on centered one-hot targets; the ridge is relative
-    (λ·tr(K)/n), fixed by ``ridge`` or chosen by exact leave-one-out on a log grid.
+    (λ·tr(K)/n), fixed by ``ridge``, chosen by exact leave-one-out on a log grid (solver
+    ``eigh``), or ``SolverPolicy.default_ridge`` where leave-one-out is not run (logged).
 
-    Training uses the largest stratified subset that fits ``memory_budget_gb`` and
+    ``solver`` (``auto``, ``eigh``, ``cholesky``, ``cg``, ``matrix_free``; see
+    ``ntkbench.solvers.choice`` for the rule and its thresholds) is logged with its reason.
+    ``cg_tolerance``, ``max_cg_iterations`` and ``preconditioner_rank`` set CG
+    (``CGSettings``); ``max_jitter`` bounds the Cholesky's jitter (``JitterPolicy``).
+
+    Training uses the largest stratified subset that fits ``memory_budget_gb`` (with the memory
+    of the chosen solver: 3n² numbers for eigh, n² for Cholesky and CG, none for matrix-free),
     ``time_budget_s`` (off by default: it makes n_train machine-dependent) and ``max_n_train``;
-    see ``fit_budget``. The memory default suits one large GPU.
-    ``diagnostics`` logs the train kernel's alignment, spectrum and target energy.
+    see ``fit_budget``. The memory default suits one large GPU. ``diagnostics`` logs the train
+    kernel's alignment, spectrum and target energy where their two eigh fit the solver's rule.
     """
 
     arch: Serial
@@ -53,21 +89,73 @@ class _KernelRegression:
     diagnostics: bool = True
     memory_budget_gb: float = 64.0
     time_budget_s: float | None = None
+    solver: SolverName = "auto"
+    cg_tolerance: float = 1e-4
+    max_cg_iterations: int = 1000
+    preconditioner_rank: int = 100
+    max_jitter: float = 1e-3
     kind = "ntk"
 
     def fit(self, x: Tensor, labels: Tensor, num_classes: int, ctx: RunContext | None = None) -> KernelPredictor:
         check_inputs(x, labels, num_classes)
         ctx = ctx or RunContext()
         dtype = DTYPES[self.dtype]
-        # The train kernel, its eigenvectors (LOO) and the Cholesky factor: about 3 n² numbers.
-        x, labels = fit_budget(x, labels, self.max_n_train, self.memory_budget_gb, self.time_budget_s, 0.0,
-                               3 * dtype.itemsize, lambda rows: self.arch.kernel(rows, dtype=dtype), self.seed, ctx)
-        k = getattr(self.arch.kernel(x, dtype=dtype), self.kind)
-        y = centered_one_hot(labels, num_classes, k.dtype)
-        ridge = choose_ridge(k, y, self.ridge, ctx)
-        if self.diagnostics:
-            log_kernel_diagnostics(k, y, ridge, ctx)
-        return KernelPredictor(self.arch, self.kind, x, ridge_weights(k, y, ridge))
+        policy = SolverPolicy.for_device(x.device)
+        cg = CGSettings(self.cg_tolerance, self.max_cg_iterations, self.preconditioner_rank)
+        choice = choose_solver(len(x), num_classes, dtype, memory_budget(self.memory_budget_gb, x.device),
+                               self.ridge is not None, self.solver, policy, self.diagnostics, cg.preconditioner_rank)
+        _log_choice(choice, policy, cg, self.max_jitter, self.diagnostics, ctx)
+        x, labels = fit_budget(x, labels, self.max_n_train, self.memory_budget_gb, self.time_budget_s,
+                               choice.bytes_per_row, choice.bytes_per_pair,
+                               lambda rows: self.arch.kernel(rows, dtype=dtype), self.seed, ctx)
+        y = centered_one_hot(labels, num_classes, dtype)
+        block = kernel_block(self.arch, x, self.kind, dtype)
+        n = len(x)
+        if choice.solver == "matrix_free":
+            ridge = self._ridge(None, y, choice, policy, ctx)
+            k = KernelOperator(block_diagonal(block, n), block=block, tile=policy.tile, count=MatmulCount())
+            result = cg_ridge(k, y, ridge, cg)
+        else:
+            k = assemble_kernel(block, x.new_empty(n, n, dtype=dtype), policy.tile)
+            ridge = self._ridge(k, y, choice, policy, ctx)
+            if choice.diagnostics:
+                log_kernel_diagnostics(k, y, ridge, ctx)
+            if choice.solver == "cg":
+                result = cg_ridge(KernelOperator(k.diagonal(), block=dense_block(k), tile=n, count=MatmulCount()),
+                                  y, ridge, cg)
+            else:  # eigh (the ridge is chosen) and cholesky: k is consumed by the factorization
+                result = cholesky_ridge_(k, y, ridge, lambda out: assemble_kernel(block, out, policy.tile),
+                                         JitterPolicy(max_jitter=self.max_jitter))
+        for key, value in result.metrics().items():
+            ctx.log_metric(key, value)
+        return KernelPredictor(self.arch, self.kind, x, result.alpha)
+
+    def _ridge(self, k: Tensor | None, y: Tensor, choice: SolverChoice, policy: SolverPolicy, ctx: RunContext) -> float:
+        """The fixed ridge, leave-one-out (eigh), or the policy's default, logged."""
+        if choice.solver == "eigh" or self.ridge is not None:
+            return choose_ridge(k, y, self.ridge, ctx)
+        ctx.log_param("ridge_selection", "default")
+        ctx.log_param("ridge_default_reason", f"leave-one-out needs eigh; solver {choice.solver} takes "
+                                              f"SolverPolicy.default_ridge = {policy.default_ridge:g} (set ridge to override)")
+        ctx.log_metric("ridge", policy.default_ridge)
+        return policy.default_ridge
+
+
+def _log_choice(choice: SolverChoice, policy: SolverPolicy, cg: CGSettings, max_jitter: float,
+                wanted_diagnostics: bool, ctx: RunContext) -> None:
+    """The solver, its reason, the thresholds behind it and the chosen solver's settings."""
+    ctx.log_param("solver", choice.solver)
+    ctx.log_param("solver_reason", choice.reason)
+    for key in ("eigh_max_n", "cholesky_max_n", "direct_time_s", "tile"):
+        ctx.log_param(f"solver_{key}", getattr(policy, key))
+    if choice.solver in ("cg", "matrix_free"):
+        for key, value in cg.params().items():
+            ctx.log_param(key, value)
+    else:
+        ctx.log_param("cholesky_max_jitter", max_jitter)
+    if wanted_diagnostics and not choice.diagnostics:
+        ctx.log_param("diagnostics_skipped", f"solver {choice.solver}: the eigh diagnostics need K in memory, "
+                                             f"n <= eigh_max_n = {policy.eigh_max_n} and 3n² numbers in the budget")
 
 
 @register_method("ntk")
