@@ -14,7 +14,7 @@ from ntkbench.methods.training import (
     batched,
     init_network,
     network_forward,
-    train,
+    train_network,
     training_diagnostics,
 )
 
@@ -39,7 +39,6 @@ class NN(TrainOptions):
         check_inputs(x, labels, num_classes)
         net, params = init_network(self, x, num_classes)
         ctx = ctx or RunContext()
-        forward = network_forward(net)
         diagnostics = training_diagnostics(net, params, x, labels, num_classes, self, ctx, track_kernel=True)
-        params = train(forward, params, x, labels, num_classes, self, ctx, on_epoch=diagnostics)
-        return ForwardPredictor(forward, params)
+        params = train_network(net, params, x, labels, num_classes, self, ctx, on_epoch=diagnostics)
+        return ForwardPredictor(network_forward(net), params)

@@ -9,7 +9,17 @@ from torch import Tensor
 
 from ntkbench.methods.base import RunContext, check_inputs, register_method
 from ntkbench.methods.nn import ForwardPredictor
-from ntkbench.methods.training import Forward, Params, TrainOptions, init_network, pretrain, train, training_diagnostics
+from ntkbench.methods.training import (
+    Forward,
+    Params,
+    TrainOptions,
+    init_network,
+    layout,
+    pretrain,
+    train,
+    trainable,
+    training_diagnostics,
+)
 from ntkbench.arch import Network
 
 
@@ -47,7 +57,9 @@ class Taylor(TrainOptions):
         ctx = ctx or RunContext()
         net, params = init_network(self, x, num_classes)
         params0 = pretrain(self, net, params, x, labels, num_classes, self.linearize_at_epoch, ctx)
-        forward = linearized_forward(net, params0, self.centered)
         # The linear model's tangent kernel never changes; only the weights' distance is tracked.
         diagnostics = training_diagnostics(net, params0, x, labels, num_classes, self, ctx, track_kernel=False)
-        return ForwardPredictor(forward, train(forward, params0, x, labels, num_classes, self, ctx, on_epoch=diagnostics))
+        leaves = trainable(params0, x, self)
+        step = linearized_forward(net, layout(params0, x, self), self.centered)
+        params = train(lambda batch: step(leaves, batch), leaves, x, labels, num_classes, self, ctx, on_epoch=diagnostics)
+        return ForwardPredictor(linearized_forward(net, params0, self.centered), params)
