@@ -25,7 +25,12 @@ import torch
 
 Tensor = torch.Tensor
 
-__all__ = ["centered_alignment", "effective_rank", "kernel_diagnostics", "spectrum", "target_energy"]
+__all__ = ["DiagnosticError", "centered_alignment", "effective_rank", "kernel_diagnostics", "spectrum",
+           "target_energy"]
+
+
+class DiagnosticError(ValueError):
+    """A diagnostic that is undefined for its input (say which and why), instead of a NaN."""
 
 DEFAULT_KS: tuple[int, ...] = (1, 10, 100, 1000)
 
@@ -45,8 +50,13 @@ def _prepare(k: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor | None]
 
 
 def _center_rows(y: Tensor) -> Tensor:
-    """H Y with H = I - 11^T/n: subtract the column means."""
-    return y - y.mean(dim=0, keepdim=True)
+    """H Y with H = I - 11^T/n: subtract the column means. Targets that are constant up to
+    round-off (every label the same class) leave nothing to align with: a DiagnosticError."""
+    yc = y - y.mean(dim=0, keepdim=True)
+    if float(yc.norm()) <= 1e-12 * float(y.norm()):
+        raise DiagnosticError("the centred targets are zero (every training label is the same class), so alignment "
+                              "and target energy are undefined; the training subset needs at least two classes")
+    return yc
 
 
 def centered_alignment(k: Tensor, y: Tensor) -> float:
@@ -58,15 +68,17 @@ def centered_alignment(k: Tensor, y: Tensor) -> float:
 
     A is invariant to K -> a K (a > 0) and K -> K + b 11^T. Computed without forming
     Yc Yc^T: <Kc, Yc Yc^T>_F = tr(Yc^T K Yc) (H is idempotent) and ||Yc Yc^T||_F = ||Yc^T Yc||_F.
-    Returns NaN when Kc or Yc is zero.
+    A zero Kc (K constant) or Yc (one class) raises a DiagnosticError.
     """
     k, y = _prepare(k, y)
     kc = k - k.mean(dim=0, keepdim=True)
     kc = kc - kc.mean(dim=1, keepdim=True)
     yc = _center_rows(y)
+    if float(torch.linalg.matrix_norm(kc)) <= 1e-12 * float(torch.linalg.matrix_norm(k)):
+        raise DiagnosticError("the centred kernel is zero (K is a constant matrix), so its alignment is undefined")
     num = torch.trace(yc.T @ kc @ yc)
     den = torch.linalg.matrix_norm(kc) * torch.linalg.matrix_norm(yc.T @ yc)
-    return float(num / den) if float(den) > 0 else math.nan
+    return float(num / den)
 
 
 def _eigh_desc(k: Tensor) -> tuple[Tensor, Tensor]:
@@ -85,12 +97,12 @@ def effective_rank(eigenvalues: Tensor) -> float:
     """Entropy effective rank (Roy & Vetterli 2007): erank = exp(-sum_i p_i log p_i), p = lam / sum(lam).
 
     Negative eigenvalues are clamped to 0 and 0 log 0 = 0. It lies in [1, n]: n for a flat
-    spectrum (K = c I), 1 for rank one. Returns NaN when all eigenvalues are 0.
+    spectrum (K = c I), 1 for rank one. A zero kernel raises a DiagnosticError.
     """
     lam = torch.as_tensor(eigenvalues, dtype=torch.float64).reshape(-1).clamp_min(0.0)
     total = lam.sum()
     if not float(total) > 0:
-        return math.nan
+        raise DiagnosticError("every eigenvalue of the kernel is 0, so its effective rank is undefined")
     p = lam / total
     p = p[p > 0]
     return float(torch.exp(-(p * p.log()).sum()))
@@ -105,7 +117,7 @@ def _energy_from_eig(u: Tensor, yc: Tensor, ks: Iterable[int]) -> dict[int, floa
     for kk in ks:
         kk = int(kk)
         if 1 <= kk <= n:
-            out[kk] = float(cum[kk - 1]) / total if total > 0 else math.nan
+            out[kk] = float(cum[kk - 1]) / total
     return out
 
 
@@ -117,7 +129,7 @@ def target_energy(k: Tensor, y: Tensor, ks: Iterable[int] = DEFAULT_KS) -> dict[
         E(k) = ||U_k^T Yc||_F^2 / ||Yc||_F^2,
 
     which is nondecreasing in k with E(n) = 1 (Canatar et al. 2021's cumulative task-model
-    alignment). Values of k > n are skipped. NaN if Yc = 0.
+    alignment). Values of k > n are skipped. Yc = 0 (one class) raises a DiagnosticError.
     """
     k, y = _prepare(k, y)
     _, u = _eigh_desc(k)
@@ -140,7 +152,8 @@ def kernel_diagnostics(
         1 - H_ii = sum_j U_ij^2 lam'/(s_j+lam'),
 
     the second being exactly the error of the fit on the other n - 1 points at the same lam'
-    (Allen 1974; Rifkin & Lippert 2007, sec. 4). At lam' = 0 the errors may be 0, inf or NaN.
+    (Allen 1974; Rifkin & Lippert 2007, sec. 4). lam' must be positive. A rank-deficient K is
+    fine (its null space is shrunk fully); an undefined diagnostic raises a DiagnosticError.
     """
     ridge = float(ridge)
     if not math.isfinite(ridge) or ridge < 0:
@@ -158,7 +171,10 @@ def kernel_diagnostics(
         out[f"energy_top{kk}"] = e
 
     lam = ridge * (float(torch.trace(k)) / n if relative else 1.0)
-    shrink = lam / (s + lam) if lam > 0 else (s == 0).to(torch.float64)  # 1 - s/(s+lam')
+    if not lam > 0:
+        raise DiagnosticError(f"the leave-one-out error needs a positive ridge (got an effective ridge of {lam:g}): "
+                              "at ridge 0 the fit interpolates and 1 − H_ii vanishes")
+    shrink = lam / (s + lam)  # 1 - s/(s+lam')
     resid = u @ (shrink[:, None] * (u.T @ y))  # (n, c): Y - H Y
     one_minus_h = (u * u) @ shrink  # (n,)
     out["train_mse_at_ridge"] = float((resid**2).mean())

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from ntkbench.diagnostics import (
+    DiagnosticError,
     centered_alignment,
     effective_rank,
     kernel_diagnostics,
@@ -122,3 +124,43 @@ def test_kernel_diagnostics_keys_consistent() -> None:
     assert abs(d["energy_top10"] - e[10]) < 1e-10
     assert all(math.isfinite(v) for v in d.values())
     assert d["loo_mse_at_ridge"] >= d["train_mse_at_ridge"]
+
+
+def test_undefined_diagnostics_raise_a_clear_error_not_a_nan() -> None:
+    n = 30
+    k = _psd(n, 10, 13)
+    one_class = torch.zeros(n, 3, dtype=DT)
+    one_class[:, 1] = 1.0  # every label the same class: nothing to align with
+    for call in (lambda: centered_alignment(k, one_class), lambda: target_energy(k, one_class),
+                 lambda: kernel_diagnostics(k, one_class, 1e-3)):
+        with pytest.raises(DiagnosticError, match="every training label is the same class"):
+            call()
+    y = _onehot(n, 3, seed=14)
+    with pytest.raises(DiagnosticError, match="centred kernel is zero"):
+        centered_alignment(torch.full((n, n), 2.0, dtype=DT), y)
+    with pytest.raises(DiagnosticError, match="every eigenvalue of the kernel is 0"):
+        effective_rank(torch.zeros(n, dtype=DT))
+    with pytest.raises(DiagnosticError, match="needs a positive ridge"):
+        kernel_diagnostics(k, y, 0.0)
+
+
+def test_a_rank_deficient_kernel_gives_finite_diagnostics() -> None:
+    n = 40
+    k = _psd(n, 2, 15)  # rank 2
+    d = kernel_diagnostics(k, _onehot(n, 4, seed=16), 1e-3)
+    assert all(math.isfinite(v) for v in d.values())
+    assert 1 <= d["effective_rank"] <= 2 + 1e-9
+    assert d["energy_top10"] <= 1 + 1e-12 and d["loo_mse_at_ridge"] >= d["train_mse_at_ridge"]
+
+
+def test_a_single_class_subset_is_reported_and_the_fit_goes_on(capsys) -> None:
+    from ntkbench import arch, methods
+
+    x = torch.randn(20, 5, generator=torch.Generator().manual_seed(17))
+    ctx = methods.RunContext()
+    model = methods.get("ntk", arch.get("mlp", depth=1), 0, ridge=1e-3)
+    predictor = model.fit(x, torch.zeros(20, dtype=torch.long), 3, ctx)
+    assert predictor.predict(x).shape == (20, 3)
+    assert "every training label is the same class" in ctx.params["kernel_diagnostics_error"]
+    assert "kernel_alignment" not in ctx.metrics and "spectrum.json" in ctx.artifacts
+    assert "kernel diagnostics skipped" in capsys.readouterr().err

@@ -35,3 +35,9 @@ def test_taylor_tracks_weights_only_and_diagnostics_can_be_switched_off():
     assert "weight_distance" in ctx.metrics and "kernel_distance" not in ctx.metrics
     ctx = _fit("nn", 32, epochs=3, diagnostics_every=0)
     assert "weight_distance" not in ctx.metrics
+
+
+def test_kernel_and_weight_distance_are_zero_when_nothing_moves():
+    """At θ_t = θ_0 (a learning rate of 0) the probe kernel is recomputed bit for bit: distance 0."""
+    ctx = _fit("nn", 32, epochs=2, lr=0.0, diagnostics_every=1)
+    assert ctx.metrics["kernel_distance"] == 0 and ctx.metrics["weight_distance"] == 0
