@@ -2,6 +2,7 @@
 real MLflow SQLite stores in temporary directories."""
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -31,6 +32,23 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory) -> Path:
+    """A new MLflow SQLite store, created (schema migrations: seconds) once for the module."""
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def new_store(empty_store, workdir):
+    """``new_store(name)``: the URI of a fresh store ``name``.db in the test's folder."""
+    def make(name: str = "mlflow") -> str:
+        shutil.copyfile(empty_store, workdir / f"{name}.db")
+        return f"sqlite:///{workdir}/{name}.db"
+    return make
+
+
 def _records(outbox: str | Path) -> list[Path]:
     return sorted(Path(outbox).glob("*.jsonl"))
 
@@ -53,12 +71,12 @@ def _snapshot(uri: str) -> dict[str, dict]:
     return snapshot
 
 
-def test_an_offline_run_syncs_into_what_a_direct_run_logs_and_only_once(workdir, capsys):
-    direct, synced = f"sqlite:///{workdir}/direct.db", f"sqlite:///{workdir}/synced.db"
+def test_an_offline_run_syncs_into_what_a_direct_run_logs_and_only_once(workdir, new_store, capsys):
+    direct, synced = new_store("direct"), new_store("synced")
     assert cli.main(["run", *ARGS, "--tracking-uri", direct]) == 0
     assert cli.main(["run", *ARGS, "--tracking", "offline", "--outbox", "box"]) == 0
     assert "import them into MLflow with `ntkbench sync --outbox box`" in capsys.readouterr().out
-    assert len(_records("box")) == 2 and not (workdir / "mlflow.db").exists()
+    assert len(_records("box")) == 2
 
     assert cli.main(["sync", "--outbox", "box", "--tracking-uri", synced]) == 0
     out = capsys.readouterr().out
@@ -77,11 +95,10 @@ def test_an_offline_run_syncs_into_what_a_direct_run_logs_and_only_once(workdir,
     assert len(MlflowClient(synced).search_runs([MlflowClient(synced).get_experiment_by_name("iris").experiment_id])) == 2
 
 
-def test_a_store_that_fails_mid_run_loses_nothing(workdir, monkeypatch, capsys):
+def test_a_store_that_fails_mid_run_loses_nothing(workdir, new_store, monkeypatch, capsys):
     """The SQLite file is overwritten with garbage during nn's fit: MLflow raises, the runs go on
     into the outbox, and once the file is back a sync completes them and drops the partial run."""
-    db = workdir / "mlflow.db"
-    uri = f"sqlite:///{db}"
+    uri, db = new_store(), workdir / "mlflow.db"
     saved = {}
     fit = NN.fit
 
@@ -113,7 +130,7 @@ def test_a_store_that_fails_mid_run_loses_nothing(workdir, monkeypatch, capsys):
     assert "spectrum.json" in runs["ntk-mlp-s0-n60"]["artifacts"]
 
 
-def test_offline_runs_need_no_mlflow_and_a_sigkilled_one_syncs_as_failed(workdir):
+def test_offline_runs_need_no_mlflow_and_a_sigkilled_one_syncs_as_failed(workdir, new_store):
     """A fresh interpreter in which ``import mlflow`` fails, as on the GPU machine's image: ntk
     runs to the end, then taylor is killed with SIGKILL while it trains."""
     command = [sys.executable, "-c", NO_MLFLOW, "run", "--task", "iris", "--method", "ntk,taylor", "--tracking",
@@ -131,7 +148,7 @@ def test_offline_runs_need_no_mlflow_and_a_sigkilled_one_syncs_as_failed(workdir
     events = [json.loads(line)["event"] for line in ntk.read_text().splitlines()]
     assert events[0] == "start" and events[-1] == "end" and {"params", "metrics", "artifact"} <= set(events)
 
-    uri = f"sqlite:///{workdir}/mlflow.db"
+    uri = new_store()
     assert cli.main(["sync", "--outbox", "box", "--tracking-uri", uri]) == 0
     client = MlflowClient(uri)
     runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("iris").experiment_id])}
@@ -164,7 +181,7 @@ def test_a_study_records_offline_with_its_study_tags(workdir, monkeypatch):
     assert start["tags"]["ntkbench_study"] == "iris" and start["tags"]["ntkbench_study_id"].startswith("iris-")
 
 
-def test_sync_names_a_bad_line_and_imports_the_other_records(workdir, capsys):
+def test_sync_names_a_bad_line_and_imports_the_other_records(workdir, new_store, capsys):
     assert cli.main(["run", *ARGS, "--tracking", "offline"]) == 0
     corrupt, cut = _records("mlruns-outbox")
     lines = corrupt.read_text().splitlines(keepends=True)
@@ -173,7 +190,7 @@ def test_sync_names_a_bad_line_and_imports_the_other_records(workdir, capsys):
     cut.write_text(text[:text.rindex('{"event": "end"') + 20])  # killed while writing its end event
     capsys.readouterr()
 
-    uri = f"sqlite:///{workdir}/mlflow.db"
+    uri = new_store()
     assert cli.main(["sync", "--tracking-uri", uri]) == 2
     captured = capsys.readouterr()
     assert [line for line in captured.err.splitlines() if line.startswith("ntkbench")] == [
