@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ntkbench.solvers.ridge import _check_ridge, _check_train
+from ntkbench.solvers.ridge import _check_ridge, _check_targets
 
 __all__ = ["CholeskyResult", "JitterPolicy", "cholesky_flops", "cholesky_ridge_"]
 
@@ -83,7 +83,8 @@ def cholesky_ridge_(k: Tensor, y: Tensor, ridge: float, refill: Callable[[Tensor
 
     Args:
         k: (n, n) contiguous symmetric kernel, float64 or float32; its dtype and device are the
-            solve's.
+            solve's. Only one triangle is read (potrf's); NaN or inf there shows in the weights,
+            which are checked (n·c numbers, where checking K would cost an n² pass).
         y: (n, c) targets (converted to k's dtype and device).
         ridge: relative ridge (>= 0).
         refill: writes K into its argument (k's storage) again, for a retry with jitter; with
@@ -94,11 +95,12 @@ def cholesky_ridge_(k: Tensor, y: Tensor, ridge: float, refill: Callable[[Tensor
         ValueError: bad shapes or values, or K + (ridge + j)·tr(K)/n · I not positive definite
             for every j on the ladder (or at j = 0 when ``refill`` is None).
     """
-    y, _ = _check_train(k, y)
-    ridge = _check_ridge(ridge)
-    if not k.is_contiguous():
-        raise ValueError("k must be contiguous to be factorized in place; pass k.contiguous()")
+    if k.ndim != 2 or k.shape[0] != k.shape[1] or not k.is_contiguous():
+        raise ValueError(f"k must be a contiguous square (n, n) matrix to be factorized in place, got shape "
+                         f"{tuple(k.shape)}{'' if k.is_contiguous() else ', not contiguous'}; pass k.contiguous()")
     n = k.shape[0]
+    y, _ = _check_targets(y, n, k.dtype, k.device)
+    ridge = _check_ridge(ridge)
     scale = float(torch.trace(k)) / n
     if not scale > 0:
         raise ValueError(f"the kernel's mean diagonal tr(K)/n must be positive, got {scale:g}")
@@ -113,7 +115,10 @@ def cholesky_ridge_(k: Tensor, y: Tensor, ridge: float, refill: Callable[[Tensor
         if int(info) == 0:
             if j:
                 warnings.warn(f"Cholesky needed a jitter of {j:g}·tr(K)/n on top of ridge {ridge:g}", stacklevel=2)
-            return CholeskyResult(torch.cholesky_solve(y, factor), j, attempt + 1)
+            alpha = torch.cholesky_solve(y, factor)
+            if not torch.isfinite(alpha).all():  # n·c numbers to check, not K's n²
+                raise ValueError("the weights are not finite: k contains NaN or infinite values")
+            return CholeskyResult(alpha, j, attempt + 1)
     what = (f"even with jitter {steps[-1]:g}·tr(K)/n (max_jitter)" if refill is not None
             else "and no refill was given to retry with jitter")
     raise ValueError(f"K + {ridge:g}·tr(K)/n·I is not positive definite {what}: Cholesky stopped at pivot "

@@ -92,6 +92,12 @@ def test_jitter_ladder():
 def test_bad_inputs(problem):
     with pytest.raises(ValueError, match="contiguous"):
         cholesky_ridge_(problem.k.clone().mT[::2, ::2], problem.y[::2], 0.1)
+    with pytest.raises(ValueError, match="square"):
+        cholesky_ridge_(problem.k[:, :-1].contiguous(), problem.y, 0.1)
+    k_nan = problem.k.clone()
+    k_nan[3, 5] = k_nan[5, 3] = float("nan")  # potrf stops at a NaN pivot, or the weights show it
+    with pytest.raises(ValueError, match="not positive definite|not finite"):
+        cholesky_ridge_(k_nan, problem.y, 0.1)
     with pytest.raises(ValueError, match="y_train"):
         cholesky_ridge_(problem.k.clone(), problem.y[:-1], 0.1)
     with pytest.raises(ValueError, match="ridge must be a finite non-negative"):
