@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -70,7 +70,9 @@ class _KernelRegression:
     ``eigh``), or ``SolverPolicy.default_ridge`` where leave-one-out is not run (logged).
 
     ``solver`` (``auto``, ``eigh``, ``cholesky``, ``cg``, ``matrix_free``; see
-    ``ntkbench.solvers.choice`` for the rule and its thresholds) is logged with its reason.
+    ``ntkbench.solvers.choice`` for the rule and its thresholds) is logged with its reason;
+    ``direct_time_s`` is the estimated time an eigh or Cholesky may take under ``auto``
+    (``SolverPolicy``; the device's flop rates turn it into eigh_max_n and cholesky_max_n).
     ``cg_tolerance``, ``max_cg_iterations`` and ``preconditioner_rank`` set CG
     (``CGSettings``); ``max_jitter`` bounds the Cholesky's jitter (``JitterPolicy``).
 
@@ -90,6 +92,7 @@ class _KernelRegression:
     memory_budget_gb: float = 64.0
     time_budget_s: float | None = None
     solver: SolverName = "auto"
+    direct_time_s: float = 20.0
     cg_tolerance: float = 1e-4
     max_cg_iterations: int = 1000
     preconditioner_rank: int = 100
@@ -100,7 +103,7 @@ class _KernelRegression:
         check_inputs(x, labels, num_classes)
         ctx = ctx or RunContext()
         dtype = DTYPES[self.dtype]
-        policy = SolverPolicy.for_device(x.device)
+        policy = replace(SolverPolicy.for_device(x.device), direct_time_s=self.direct_time_s)
         cg = CGSettings(self.cg_tolerance, self.max_cg_iterations, self.preconditioner_rank)
         choice = choose_solver(len(x), num_classes, dtype, memory_budget(self.memory_budget_gb, x.device),
                                self.ridge is not None, self.solver, policy, self.diagnostics, cg.preconditioner_rank)

@@ -56,6 +56,12 @@ def test_auto_on_a_small_task_is_eigh_with_leave_one_out():
     torch.testing.assert_close(pred, reference("ntk", None).float().double(), rtol=0, atol=1e-6)
 
 
+def test_direct_time_moves_the_thresholds():
+    _, ctx = fit("ntk", ridge=1e-2, direct_time_s=1e-9, **TIGHT)  # no factorization fits a nanosecond
+    assert ctx.params["solver"] == "cg" and ctx.params["solver_cholesky_max_n"] < 60
+    assert ctx.params["solver_direct_time_s"] == 1e-9
+
+
 def test_without_a_fixed_ridge_iterative_solvers_take_the_logged_default():
     pred, ctx = fit("ntk", solver="cg", **TIGHT)
     assert ctx.params["ridge_selection"] == "default" and "leave-one-out needs eigh" in ctx.params["ridge_default_reason"]
