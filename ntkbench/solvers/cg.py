@@ -19,8 +19,8 @@ the preconditioner below n = 2000), ``preconditioner_tolerance``, ``cg_tolerance
 ``max_cg_iterations`` and ``fast_computations(solves=True)``.
 
 linear_cg normalizes Y to unit columns and treats inner products r^T P^{-1} r and p^T A p below
-1e-10 as zero (a restart). Late in a solve these scale like ||r||^2 over the eigenvalues of the
-system, so the system is solved as (K/tr(K) + (ridge/n) I) alpha' = Y, alpha = alpha'/tr(K):
+1e-10 as zero (beta = 0, a restart; alpha = 0, no step). Late in a solve these scale like
+||r||^2 over the eigenvalues of the system, so the system is solved as (K/tr(K) + (ridge/n) I) alpha' = Y, alpha = alpha'/tr(K):
 its eigenvalues lie in (0, 1 + ridge/n] whatever the kernel's scale, and the floor this puts on
 the relative residual sits near sqrt(1e-10 · ridge/n) with a preconditioner (measured: 2e-8 at
 n = 200, ridge 1e-2). Without one (rank 0) it is about 1e-5 whatever the scaling.

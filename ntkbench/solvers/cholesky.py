@@ -13,10 +13,12 @@ with a jitter added to the diagonal: j · tr(K)/n with j = 0, initial, initial·
 max_jitter. A failed attempt has already overwritten part of K, so each retry needs K again:
 the caller passes ``refill`` (recompute the kernel into the same storage). The jitter in
 effect is returned and should be logged; it raises the effective ridge to ridge + j. The
-default ladder starts at 100·eps of the dtype, well above the O(n·eps·||K||) backward error of
-Cholesky (Higham 2002, "Accuracy and Stability of Numerical Algorithms", Thm. 10.3), and stops
-at 1e-3·tr(K)/n, below which a jitter changes predictions little next to the ridges that
-leave-one-out usually picks (1e-4 to 1e-1 on ``default_ridge_grid``).
+default ladder starts at 100·eps of the dtype and grows 100-fold per attempt: a jitter succeeds
+once it covers the negative eigenvalues that round-off gives a semi-definite K, which are of
+the order of Cholesky's backward error n·eps·||K|| (Higham 2002, "Accuracy and Stability of
+Numerical Algorithms", Thm. 10.3), so few attempts are needed. It stops at 1e-3·tr(K)/n, below
+which a jitter changes predictions little next to the ridges that leave-one-out usually picks
+(1e-4 to 1e-1 on ``default_ridge_grid``); past it, the ridge itself should be raised.
 """
 
 from __future__ import annotations
