@@ -20,7 +20,7 @@ BENCH_SET ?= --set arch.depth=2 --set arch.width=256
 STUDY_SET ?= $(BENCH_SET)
 endif
 
-.PHONY: install test bench study data leaderboard validate ui bench-kernels nt-env clean
+.PHONY: install test bench study data leaderboard validate ui bench-kernels perf nt-env clean
 
 install: $(VENV)/.installed
 
@@ -70,6 +70,15 @@ nt-env: .venv-nt/.installed
 # Kernel timings against neural-tangents (run `make nt-env` first for the comparison).
 bench-kernels: install
 	$(PY) -m pytest benchmarks/test_kernels.py --benchmark-columns=min,mean,rounds
+
+# The benchmark suite on this machine, saved as JSON, compared with the committed baseline (made
+# on the 2-core CPU machine; pass PERF_BASELINE=... for another). `make nt-env` first adds the
+# neural-tangents ratios. A benchmark over 1.5x slower than its baseline fails.
+PERF_BASELINE ?= benchmarks/baseline/cpu-2core.json
+perf: install
+	mkdir -p benchmarks/results
+	NTKBENCH_BENCH_N=$${NTKBENCH_BENCH_N:-64} $(PY) -m pytest benchmarks -q -p no:cacheprovider --benchmark-json=benchmarks/results/latest.json
+	$(PY) benchmarks/compare.py $(PERF_BASELINE) benchmarks/results/latest.json
 
 clean:
 	rm -rf $(VENV) .venv-nt .pytest_cache .benchmarks
