@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from problems import Problem, make_problem, relative_error
+from problems import Problem, make_problem, rbf, relative_error
 
 from ntkbench.solvers import JitterPolicy, cholesky_ridge_
 
@@ -43,7 +43,8 @@ def test_factorizes_in_the_kernels_own_storage(problem):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="peak device memory is measured on CUDA")
 def test_no_second_matrix_on_cuda():
     n = 4096
-    k = make_problem(n=n, c=4).k.cuda()
+    x = torch.randn(n, 3, dtype=torch.float64, device="cuda")
+    k = rbf(x, x)
     y = torch.randn(n, 4, dtype=k.dtype, device="cuda")
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
