@@ -99,8 +99,9 @@ class SolverChoice:
 
 def _row_bytes(solver: str, num_outputs: int, rank: int) -> float:
     """Numbers per training row besides K: Y, alpha and LOO's (n, c) temporaries for the
-    direct solvers; CG's ~10 (n, c) vectors and the rank-k preconditioner's 3 (n, k) for CG."""
-    return 4.0 * num_outputs if solver in ("eigh", "cholesky") else 10.0 * num_outputs + 3.0 * rank
+    direct solvers; for CG 12 (n, c) vectors (linear_cg's seven, the preconditioner's two
+    temporaries, the product, Y, alpha) and the rank-k preconditioner's 3 (n, k)."""
+    return 4.0 * num_outputs if solver in ("eigh", "cholesky") else 12.0 * num_outputs + 3.0 * rank
 
 
 def choose_solver(n: int, num_outputs: int, dtype: torch.dtype, memory_bytes: float, ridge_fixed: bool,

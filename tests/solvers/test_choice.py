@@ -35,10 +35,10 @@ def test_auto_picks_by_size(n, ridge_fixed, solver):
 def test_matrix_free_when_the_kernel_does_not_fit():
     n = 1001
     kernel = n * n * 8
-    assert choose(n, memory=kernel + n * (10 * 10 + 3 * 20) * 8).solver == "cg"
+    assert choose(n, memory=kernel + n * (12 * 10 + 3 * 20) * 8).solver == "cg"
     choice = choose(n, memory=kernel)
     assert choice.solver == "matrix_free" and "does not fit" in choice.reason
-    assert choice.bytes_per_pair == 0 and choice.bytes_per_row == (10 * 10 + 3 * 20) * 8
+    assert choice.bytes_per_pair == 0 and choice.bytes_per_row == (12 * 10 + 3 * 20) * 8
     # A small n whose kernel does not fit goes matrix-free too, and not to eigh.
     assert choose(50, memory=50 * 50 * 8 - 1).solver == "matrix_free"
 

@@ -77,7 +77,7 @@ def test_float32_cholesky():
 
 def test_matrix_free_lifts_the_n_squared_memory_limit():
     # 2e-5 GiB (21.5 KB) holds no 60×60 float64 kernel (28.8 KB), but does hold CG's vectors:
-    # (10 c + 3 rank) · 8 B = 288 B per row at c = 3 and rank 2, 17.3 KB for 60 rows.
+    # (12 c + 3 rank) · 8 B = 336 B per row at c = 3 and rank 2, 20.2 KB for 60 rows.
     options = {**TIGHT, "preconditioner_rank": 2}
     _, ctx = fit("ntk", ridge=1e-2, memory_budget_gb=2e-5, **options)
     assert ctx.params["solver"] == "matrix_free" and ctx.metrics["n_train_used"] == 60
