@@ -163,7 +163,8 @@ class Tracker:
         if mode not in ("mlflow", "offline"):
             raise ValueError(f"tracking must be one of mlflow, offline, off; got {mode!r}")
         self.uri, self.outbox = resolve_uri(uri), resolve_outbox(outbox)
-        self.client = _client(self.uri) if mode == "mlflow" else None
+        hint = "or use --tracking offline (then `ntkbench sync` where MLflow and the store are) or --tracking off"
+        self.client = _client(self.uri, hint) if mode == "mlflow" else None
 
     @contextmanager
     def run(self, experiment: str, run_name: str, params: dict[str, object], tags: dict[str, str],
@@ -241,18 +242,18 @@ def _param(value: object) -> str:
 
 
 # ---------------------------------------------------------------- MLflow
-def _client(uri: str) -> MlflowClient:
-    """An MLflow client of ``uri``; a missing MLflow or a store that cannot be opened is a ValueError."""
+def _client(uri: str, hint: str) -> MlflowClient:
+    """An MLflow client of ``uri``. A missing MLflow or a store that cannot be opened is a
+    ValueError that ends with ``hint`` (what else the user can do)."""
     try:
         from mlflow import MlflowClient
     except ImportError as e:
-        raise ValueError(f"MLflow cannot be imported ({e}); use --tracking offline (then `ntkbench sync` where "
-                         "MLflow is installed) or --tracking off") from None
+        raise ValueError(f"MLflow cannot be imported ({e}); install it, {hint}") from None
     try:
         return MlflowClient(uri)
     except Exception as e:  # a bad scheme, an unreadable file: whatever MLflow raises
-        raise ValueError(f"the MLflow store {uri} cannot be opened ({type(e).__name__}: {e}); fix --tracking-uri, "
-                         "or use --tracking offline and `ntkbench sync` later") from None
+        raise ValueError(f"the MLflow store {uri} cannot be opened ({type(e).__name__}: {e}); "
+                         f"fix --tracking-uri or $MLFLOW_TRACKING_URI, {hint}") from None
 
 
 def _apply(client: MlflowClient, run_id: str | None, event: dict[str, Any]) -> str:
@@ -343,7 +344,7 @@ def sync(outbox: str | Path | None = None, uri: str | None = None,
     if not folder.is_dir():
         raise ValueError(f"outbox {folder} does not exist; expected the folder that --tracking offline writes "
                          f"(--outbox, else $NTKBENCH_OUTBOX, else ./{DEFAULT_OUTBOX})")
-    client = _client(resolve_uri(uri))
+    client = _client(resolve_uri(uri), "then sync again")
     results = []
     for path in sorted(folder.glob("*.jsonl")):
         results.append(_sync_one(client, path))
