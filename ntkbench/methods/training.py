@@ -168,7 +168,7 @@ def train(model: Callable[[Tensor], Tensor], params: Params, x: Tensor, labels: 
             loss.backward()
             optim.step()
             sched.step()
-            loss_sum += loss.detach() * len(idx)
+            loss_sum.add_(loss.detach(), alpha=len(idx))
             correct += (out.detach().argmax(1) == labels[idx]).sum()
         ctx.log_metric(prefix + "train_loss", float(loss_sum) / n, step=epoch)
         ctx.log_metric(prefix + "train_accuracy", float(correct) / n, step=epoch)
