@@ -43,21 +43,37 @@ class Kernel:
 
 
 def input_kernel(x1: Tensor, x2: Tensor, spatial: str) -> Kernel:
-    """K0(x, x')_{ij} = Σ_c x_c(i) x'_c(j) / C, with ntk = 0 before the first layer."""
+    """K0(x, x')_{ij} = Σ_c x_c(i) x'_c(j) / C, with ntk = 0 before the first layer; for
+    ``x2 is x1`` the pairs (x, x) are exactly their self terms (see ``exact_self_pairs``)."""
     if spatial == "none":
         d = x1.shape[1]
         nngp = x1 @ x2.T / d
-        cov1, cov2 = (x1 * x1).sum(1) / d, (x2 * x2).sum(1) / d
+        cov1 = (x1 * x1).sum(1) / d
+        cov2 = cov1 if x2 is x1 else (x2 * x2).sum(1) / d
     elif spatial == "diag":
         c = x1.shape[1]
         nngp = torch.einsum("nchw,mchw->nmhw", x1, x2) / c
-        cov1, cov2 = (x1 * x1).sum(1) / c, (x2 * x2).sum(1) / c
+        cov1 = (x1 * x1).sum(1) / c
+        cov2 = cov1 if x2 is x1 else (x2 * x2).sum(1) / c
     else:
         c = x1.shape[1]
         nngp = torch.einsum("nchw,mcij->nmhwij", x1, x2) / c
         cov1 = torch.einsum("nchw,ncij->nhwij", x1, x1) / c
         cov2 = cov1 if x2 is x1 else torch.einsum("nchw,ncij->nhwij", x2, x2) / c
-    return Kernel(nngp, torch.zeros_like(nngp), cov1, cov2, spatial)
+    k = Kernel(nngp, torch.zeros_like(nngp), cov1, cov2, spatial)
+    return exact_self_pairs(k) if x2 is x1 else k
+
+
+def exact_self_pairs(k: Kernel) -> Kernel:
+    """Set nngp(x, x) to the self term cov1(x) in place, for a block of inputs with themselves.
+
+    Both hold the same quantity, but reach it through differently ordered sums (a matrix product,
+    a pooling mean over other strides), so they can differ in the last bit; the arccos then turns
+    cos θ = 1 − ε into θ ≈ √(2ε) (1e-8 in float64, 3e-4 in float32), and the kernel's diagonal
+    would depend on the block shapes. Kept equal, cos θ = 1 and θ = 0 exactly.
+    """
+    k.nngp.diagonal(dim1=0, dim2=1).copy_(k.cov1.movedim(0, -1))
+    return k
 
 
 def map_tensors(k: Kernel, fn: Callable[[Tensor, int], Tensor]) -> Kernel:

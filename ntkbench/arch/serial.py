@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ntkbench.arch.kernel import Kernel, full_to_diag, input_kernel, map_tensors
-from ntkbench.arch.layers import PARAMETERIZATIONS, AvgPool, Dense, GlobalAvgPool, Layer, Shape
+from ntkbench.arch.kernel import Kernel, exact_self_pairs, full_to_diag, input_kernel, map_tensors
+from ntkbench.arch.layers import PARAMETERIZATIONS, AvgPool, Dense, Flatten, GlobalAvgPool, Layer, Shape
 
 # Elements of one pair tensor per block. On the CPU, blocks that stay in cache (256 Ki float64 =
 # 2 MiB) run 5x faster than 128 MiB ones (measured on CNN-GAP 8x8, 2 cores); on a GPU large
 # blocks amortize launches. The layer updates keep a few such tensors alive at once.
 BLOCK_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 24}
+Step = Callable[[Kernel], Kernel]
 
 
 class Network(nn.Sequential):
@@ -84,27 +87,33 @@ class Serial:
         return Network(modules, tuple(input_shape))
 
     def kernel(self, x1: torch.Tensor, x2: torch.Tensor | None = None, *, dtype: torch.dtype = torch.float64,
-               block_size: int | None = None) -> Kernel:
+               block_size: int | None = None, fused: bool | None = None) -> Kernel:
         """Exact infinite-width NNGP and NTK of the network between rows of ``x1`` and ``x2``.
 
         Computed on the inputs' device in ``dtype``, block by block over input pairs so that
-        memory stays bounded; for ``x2=None`` only the upper blocks of the symmetric kernel are
-        computed. Returns a ``Kernel`` whose nngp and ntk are (N1, N2) and whose cov1, cov2 are
-        the kernels' diagonals k(x, x).
+        memory stays bounded; for ``x2=None`` (or ``x2 is x1``) only the upper blocks of the
+        symmetric kernel are computed. Returns a ``Kernel`` whose nngp and ntk are (N1, N2) and
+        whose cov1, cov2 are the kernels' diagonals k(x, x).
+
+        ``fused`` runs each Conv/Dense + ReLU/Erf pair as one Triton pass (``arch.fused``); the
+        default ``None`` fuses on CUDA and uses the pure-torch path, the reference, elsewhere.
         """
+        symmetric = x2 is None or x2 is x1
         x1 = self._check_input(x1, "x1").to(dtype)
-        symmetric = x2 is None
         x2 = x1 if symmetric else self._check_input(x2, "x2").to(dtype)
         if x2.shape[1:] != x1.shape[1:]:
             raise ValueError(f"x1 and x2 must have the same per-sample shape, got {tuple(x1.shape[1:])} and {tuple(x2.shape[1:])}")
         shapes = self.shapes(tuple(x1.shape[1:]))
         if len(shapes[-1]) != 1:
             raise ValueError(f"the network's output has shape {shapes[-1]}; add Flatten() or GlobalAvgPool()")
-        spatial = self._input_spatial(len(shapes[0]))
-        positions = math.prod(x1.shape[2:])  # H·W for images, 1 for vectors
-        size = {"none": 1, "diag": positions, "full": positions**2}[spatial]
-        budget = BLOCK_ELEMENTS.get(x1.device.type, BLOCK_ELEMENTS["cuda"])
-        b = block_size or max(1, math.isqrt(budget // size))
+        spatial = self._input_spatial(shapes[0])
+        if spatial == "none" and x1.dim() == 4:
+            # A leading Flatten: x·x'/(C·H·W) is Flatten's mean over positions of Σ_c x_c x'_c / C,
+            # without the (N1, N2, H, W) tensor of per-position kernels.
+            x1 = x1.flatten(1)
+            x2 = x1 if symmetric else x2.flatten(1)
+        b = block_size or self.block_side(shapes[0], x1.device)
+        steps = self._steps(x1.device, dtype, x1.device.type == "cuda" if fused is None else fused)
 
         n1, n2 = len(x1), len(x2)
         nngp = x1.new_empty(n1, n2)
@@ -114,7 +123,8 @@ class Serial:
         blocks = [(i, j) for i in range(0, n1, b) for j in range(i if symmetric else 0, n2, b)]
         for i, j in tqdm(blocks, desc="kernel blocks", leave=False, disable=len(blocks) < 2 or not sys.stderr.isatty()):
             same = symmetric and i == j
-            k = self._kernel_block(x1[i:i + b], x1[i:i + b] if same else x2[j:j + b], spatial)
+            rows = x1[i:i + b]
+            k = self._kernel_block(rows, rows if same else x2[j:j + b], spatial, steps)
             if same:  # remove rounding asymmetry so that the train kernel is exactly symmetric
                 k = replace(k, nngp=(k.nngp + k.nngp.T) / 2, ntk=(k.ntk + k.ntk.T) / 2)
             nngp[i:i + b, j:j + b], ntk[i:i + b, j:j + b] = k.nngp, k.ntk
@@ -125,19 +135,51 @@ class Serial:
                 nngp[j:j + b, i:i + b], ntk[j:j + b, i:i + b] = k.nngp.T, k.ntk.T
         return Kernel(nngp, ntk, cov1, cov2, "none")
 
-    def _input_spatial(self, rank: int) -> str:
-        if rank == 1:
+    def pair_elements(self, input_shape: Shape) -> int:
+        """Elements of one input pair's pair tensor at the input resolution, the largest in the
+        network: 1 for vectors, H·W for a Flatten readout, (H·W)² with pooling."""
+        positions = math.prod(input_shape[1:])  # H·W for images, 1 for vectors
+        return {"none": 1, "diag": positions, "full": positions**2}[self._input_spatial(input_shape)]
+
+    def block_side(self, input_shape: Shape, device: torch.device) -> int:
+        """The default block side: b² pairs fill one pair tensor of ``BLOCK_ELEMENTS``."""
+        budget = BLOCK_ELEMENTS.get(device.type, BLOCK_ELEMENTS["cuda"])
+        return max(1, math.isqrt(budget // self.pair_elements(input_shape)))
+
+    def _input_spatial(self, input_shape: Shape) -> str:
+        if len(input_shape) == 1 or isinstance(self.layers[0], Flatten):
             return "none"
         return "full" if any(isinstance(layer, (AvgPool, GlobalAvgPool)) for layer in self.layers) else "diag"
 
-    def _kernel_block(self, x1: torch.Tensor, x2: torch.Tensor, spatial: str) -> Kernel:
+    def _steps(self, device: torch.device, dtype: torch.dtype, fused: bool) -> list[tuple[int, Step]]:
+        """The kernel updates in order, each with the index of its last layer. With ``fused``,
+        each Conv/Dense followed by ReLU/Erf is one Triton pass (``arch.fused``)."""
+        if not fused:
+            return [(i, layer.kernel) for i, layer in enumerate(self.layers)]
+        from ntkbench.arch import fused as triton_path  # imported here: CPU-only installs may lack Triton
+
+        triton_path.check(device, dtype)
+        steps: list[tuple[int, Step]] = []
+        i = 0
+        while i < len(self.layers):
+            if i + 1 < len(self.layers) and triton_path.fusable(self.layers[i], self.layers[i + 1]):
+                steps.append((i + 1, partial(triton_path.affine_nonlinearity, affine=self.layers[i], act=self.layers[i + 1])))
+                i += 2
+            else:
+                steps.append((i, self.layers[i].kernel))
+                i += 1
+        return steps
+
+    def _kernel_block(self, x1: torch.Tensor, x2: torch.Tensor, spatial: str, steps: list[tuple[int, Step]]) -> Kernel:
         k = input_kernel(x1, x2, spatial)
         pools = [i for i, layer in enumerate(self.layers) if isinstance(layer, (AvgPool, GlobalAvgPool))]
-        for i, layer in enumerate(self.layers):
-            k = layer.kernel(k)
-            if pools and i == pools[-1] and k.spatial == "full":
+        for last, step in steps:
+            k = step(k)
+            if pools and last == pools[-1] and k.spatial == "full":
                 # After the last pooling only a Flatten readout remains: keep same-position terms.
                 k = replace(map_tensors(k, lambda t, _: full_to_diag(t)), spatial="diag")
+            if x2 is x1:
+                k = exact_self_pairs(k)
         return k
 
     def _check_input(self, x: torch.Tensor, name: str) -> torch.Tensor:
