@@ -165,6 +165,10 @@ class Tracker:
         self.uri, self.outbox = resolve_uri(uri), resolve_outbox(outbox)
         hint = "or use --tracking offline (then `ntkbench sync` where MLflow and the store are) or --tracking off"
         self.client = _client(self.uri, hint) if mode == "mlflow" else None
+        if self.client is not None:  # as before the outbox: ``runs:/<run_id>/...`` then resolves in this store
+            import mlflow
+
+            mlflow.set_tracking_uri(self.uri)
 
     @contextmanager
     def run(self, experiment: str, run_name: str, params: dict[str, object], tags: dict[str, str],
