@@ -9,7 +9,8 @@ tile is what fits on the device) and in the CPU's cache-sized blocks there.
 Tile size. A pair of inputs needs ``live · P · itemsize`` bytes while a batch is computed, with
 P = ``Serial.pair_elements`` (1, H·W or (H·W)²) and ``live`` the pair tensors alive at once:
 counted from the layer updates as 8 on the torch path (old and new nngp and ntk, the window-sum
-copy, and the map's norm, cos and dot) and 6 on the fused path (old and new nngp and ntk, and
+copy, and the map's norm, cos and dot; the peak RSS of one batch of CNN-GAP or Myrtle-5 pairs at
+16×16 on the CPU measured 7.0) and 6 on the fused path (old and new nngp and ntk, and
 contiguous copies of the input kernel's). Each
 input row adds its own self terms and its pixels. The tile is the largest b with
 b²·pair + 2b·row <= ``memory_fraction`` · free memory (``torch.cuda.mem_get_info`` plus the

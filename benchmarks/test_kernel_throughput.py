@@ -1,0 +1,135 @@
+"""Kernel entries per second of the at-scale path (``arch.tiled.tiled_kernel``, float32, host
+output) for FC, CNN-V (Flatten readout), CNN-GAP and Myrtle-5 at 32×32 and 64×64, with the
+work per entry counted from the layer list (``cost_per_entry``) so that a report can set the
+rate against a device's ceiling.
+
+The symmetric N×N train kernel is timed: ``entries`` = N² delivered, ``pairs`` = N(N+1)/2
+computed. Defaults are small for the CPU; on a GPU set
+``NTKBENCH_TP_N`` (all cases), ``NTKBENCH_TP_DEPTH`` (FC, CNN-V, CNN-GAP; default 2) and
+``NTKBENCH_TP_DTYPE`` (float32 or float64), e.g. the issue's targets:
+
+    NTKBENCH_TP_N=100000 pytest benchmarks/test_kernel_throughput.py -k fc-64        # < 10 s
+    NTKBENCH_TP_N=64 NTKBENCH_TP_DEPTH=21 pytest benchmarks/test_kernel_throughput.py -k cnn-gap-32
+
+Ceiling model per computed pair on the fused path: t >= max(flops / F, bytes / B), with the H200's
+F = 50.6 (fp32) or 54.7 (fp64) TFLOP/s and B = 4.2 TB/s; ``flops`` counts each acos/asin at its
+libdevice cost (``ACOS_FLOPS``). The issue's 76·10⁹ map evaluations per second is the pure-torch
+``relu_map``'s rate; it bounds the torch path (``maps / M``), not the fused kernel, and is stored
+as ``h200_torch_map_bound_pairs_per_s``. ``extra_info`` holds the counts per entry, the ceiling
+and, on CUDA, the fraction of it achieved. CUDA work is synchronized inside the timed function.
+"""
+
+import math
+import os
+from dataclasses import asdict, dataclass
+
+import pytest
+import torch
+
+from ntkbench.arch import AvgPool, Conv, Dense, Erf, Flatten, GlobalAvgPool, ReLU, Serial, get
+from ntkbench.arch.tiled import tiled_kernel
+
+H200 = {"flops": {torch.float32: 50.6e12, torch.float64: 54.7e12}, "bytes": 4.2e12, "maps": 76e9}
+# Floating-point operations of one ReLU or erf map evaluation besides its acos/asin, counted in
+# arch/fused.py's kernel (variances, cosine, clamp, the two expectations, the ntk product).
+MAP_FLOPS = 16
+# One acos/asin by itemsize: libdevice's arithmetic instructions in PTX for sm_90 (19 in float32,
+# 59 in float64), each counted as an FMA slot, 2 flops.
+ACOS_FLOPS = {4: 38, 8: 118}
+DEPTH = int(os.environ.get("NTKBENCH_TP_DEPTH", "2"))
+DTYPE = getattr(torch, os.environ.get("NTKBENCH_TP_DTYPE", "float32"))
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+CASES = {  # name: (architecture, side, default N on the CPU)
+    "fc-32": (lambda: get("mlp", depth=DEPTH), 32, 512),
+    "fc-64": (lambda: get("mlp", depth=DEPTH), 64, 256),
+    "cnn-v-32": (lambda: get("cnn", depth=DEPTH, readout="flatten"), 32, 32),
+    "cnn-v-64": (lambda: get("cnn", depth=DEPTH, readout="flatten"), 64, 16),
+    "cnn-gap-32": (lambda: get("cnn", depth=DEPTH), 32, 2),
+    "cnn-gap-64": (lambda: get("cnn", depth=DEPTH), 64, 1),
+    "myrtle5-32": (lambda: get("myrtle5"), 32, 2),
+    "myrtle5-64": (lambda: get("myrtle5"), 64, 1),
+}
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Work per kernel entry: floating-point operations besides acos/asin, the least DRAM
+    traffic (each pair tensor read and written once per fused step), and map evaluations."""
+
+    flops: float
+    bytes: float
+    maps: float
+
+    def ceiling(self, dtype: torch.dtype) -> float:
+        """Pairs per second an H200 could reach at best on the fused path (module doc)."""
+        itemsize = torch.finfo(dtype).bits // 8
+        compute = (self.flops + self.maps * ACOS_FLOPS[itemsize]) / H200["flops"][dtype]
+        return 1 / max(compute, self.bytes / H200["bytes"])
+
+
+def cost_per_entry(arch: Serial, input_shape: tuple[int, ...], itemsize: int = 4) -> Cost:
+    """Count the work of one kernel entry layer by layer: the input kernel (2·C per position
+    pair), window sums (k−1 adds per axis for nngp and ntk), affine updates, maps, and pooling."""
+    layers = arch.layers
+    if isinstance(layers[0], Flatten):  # Serial.kernel flattens the inputs first (one dot product)
+        input_shape = (math.prod(input_shape),)
+    shapes = arch.shapes(input_shape)
+    pools = [i for i, layer in enumerate(layers) if isinstance(layer, (AvgPool, GlobalAvgPool))]
+
+    def elements(i: int) -> int:  # pair-tensor elements per entry before layer i
+        if len(shapes[i]) == 1:
+            return 1
+        hw = shapes[i][1] * shapes[i][2]
+        return hw * hw if pools and i <= pools[-1] else hw
+
+    flops, traffic, maps = 2.0 * input_shape[0] * elements(0), 2.0 * elements(0) * itemsize, 0.0
+    i = 0
+    while i < len(layers):
+        p, layer = elements(i), layers[i]
+        act = i + 1 < len(layers) and isinstance(layers[i + 1], (ReLU, Erf))
+        if isinstance(layer, (Dense, Conv)):
+            k = layer.kernel_size if isinstance(layer, Conv) else 1
+            flops += p * (4 * (k - 1) + 2 + 4 + (MAP_FLOPS if act else 0))  # window sums, scale, affine
+            maps += p if act else 0
+            traffic += 4 * p * itemsize
+            i += 2 if act else 1
+        elif isinstance(layer, (ReLU, Erf)):
+            flops, maps, traffic = flops + MAP_FLOPS * p, maps + p, traffic + 4 * p * itemsize
+            i += 1
+        elif len(shapes[i]) > 1:  # pooling or Flatten of images: a mean of nngp and of ntk
+            flops += 2 * p
+            traffic += 2 * (p + elements(i + 1)) * itemsize
+            i += 1
+        else:  # Flatten of vectors
+            i += 1
+    return Cost(flops, traffic, maps)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_kernel_throughput(benchmark, name):
+    make, side, default_n = CASES[name]
+    arch, n = make(), int(os.environ.get("NTKBENCH_TP_N", default_n))
+    x = torch.randn(n, 3, side, side, generator=torch.Generator().manual_seed(0)).to(DEVICE)
+
+    def run():
+        k = tiled_kernel(arch, x, dtype=DTYPE).kernel
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize()
+        return k
+
+    warm = DEVICE.type == "cuda"  # Triton compiles on the first call
+    k = benchmark.pedantic(run, rounds=1 if n * n * arch.pair_elements((3, side, side)) > 1e7 else 3,
+                           warmup_rounds=1 if warm else 0)
+    assert torch.isfinite(k.ntk).all()
+    seconds, pairs = benchmark.stats.stats.min, n * (n + 1) / 2
+    cost = cost_per_entry(arch, (3, side, side), torch.finfo(DTYPE).bits // 8)
+    info = {"n": n, "depth": DEPTH, "dtype": str(DTYPE), "device": DEVICE.type, "entries_per_s": n * n / seconds,
+            "pairs_per_s": pairs / seconds, **{f"{key}_per_entry": v for key, v in asdict(cost).items()},
+            "h200_ceiling_pairs_per_s": cost.ceiling(DTYPE),
+            "h200_torch_map_bound_pairs_per_s": H200["maps"] / cost.maps if cost.maps else None}
+    if DEVICE.type == "cuda":
+        info["fraction_of_h200_ceiling"] = info["pairs_per_s"] / info["h200_ceiling_pairs_per_s"]
+    benchmark.extra_info.update(info)
+    print(f"\n{name}: N={n} {pairs / seconds:.4g} pairs/s ({n * n / seconds:.4g} entries/s) on {DEVICE.type}; "
+          f"per entry {cost.flops:.3g} flop, {cost.bytes:.3g} B, {cost.maps:.3g} maps; "
+          f"H200 ceiling {cost.ceiling(DTYPE):.4g} pairs/s")
