@@ -86,7 +86,7 @@ def tiled_kernel(arch: Serial, x1: torch.Tensor, x2: torch.Tensor | None = None,
 
     The result is on the host: torch tensors, or with ``out`` torch views of memory-mapped .npy
     files in that directory, checkpointed after each tile. ``tile`` overrides the automatic tile
-    side; ``fused`` is passed to ``Serial.kernel``.
+    side, which uses ``memory_fraction`` of the free memory; ``fused`` is passed to ``Serial.kernel``.
     """
     device = torch.device(device) if device is not None else x1.device
     symmetric = x2 is None or x2 is x1

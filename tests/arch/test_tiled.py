@@ -68,6 +68,20 @@ def test_float32_within_its_measured_error(name):
     assert _rel(k32.nngp, k64.nngp) < 2e-6 and _rel(k32.ntk, k64.ntk) < 2e-6
 
 
+def test_automatic_tile_fits_the_memory_budget():
+    arch, shape = ARCHS["cnn-gap"]
+    x = _x(shape, 6)
+    side = tiled.auto_tile(arch, shape, torch.float32, torch.device("cpu"), False, 1e-4)
+    pair, row = 8 * 36**2 * 4, (8 * 36**2 + 72) * 4  # 8 live pair tensors of (6·6)² float32, and the pixels
+    budget = 1e-4 * tiled.free_memory(torch.device("cpu"))  # read again: allow 10% drift
+    assert side * side * pair + 2 * side * row <= 1.1 * budget < (side + 2) ** 2 * pair + 2 * (side + 2) * row
+    run = tiled_kernel(arch, x, dtype=torch.float64)
+    assert run.tile == min(6, tiled.auto_tile(arch, shape, torch.float64, torch.device("cpu"), False, 0.5))
+    assert torch.equal(run.kernel.ntk, arch.kernel(x).ntk)
+    with pytest.raises(ValueError, match=r"one pair of inputs needs 124992 bytes, but 1e-15 of the free memory on cpu is"):
+        tiled_kernel(arch, x, memory_fraction=1e-15)
+
+
 def test_memmap_output_and_a_finished_run_recomputes_nothing(tmp_path):
     arch, shape = ARCHS["cnn-gap"]
     x = _x(shape, 9)
