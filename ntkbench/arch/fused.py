@@ -105,6 +105,9 @@ def _pairs(nngp: torch.Tensor, ntk: torch.Tensor, q1: torch.Tensor, q2: torch.Te
     # arguments as fp32); in float32 they round as torch rounds a Python scalar.
     params = torch.tensor([1.0 / size**2, w_var, b_var], dtype=nngp.dtype, device=nngp.device)
     grid = (rows, triton.cdiv(cols, BLOCK))
+    if grid[1] > 65535:  # CUDA's limit on the second grid dimension
+        raise ValueError(f"{cols} position pairs per input pair exceed the fused kernel's {65535 * BLOCK}; "
+                         "pass fused=False")
     _affine_act_kernel[grid](nngp, ntk, q1, q2, params, out_nngp, out_ntk, n2, cols,
                              MODE=MODES[spatial], H=h, W=w, R=size // 2, RELU=relu,
                              LIBDEVICE=not INTERPRETED, BLOCK=BLOCK)
