@@ -18,7 +18,9 @@ import pytest
 import torch
 
 from ntkbench.arch import AvgPool, Conv, Dense, Erf, Flatten, GlobalAvgPool, Kernel, ReLU, serial
-from ntkbench.arch.fused import affine_nonlinearity
+
+pytest.importorskip("triton", reason="the fused kernels need Triton (shipped with CUDA builds of torch)")
+from ntkbench.arch.fused import affine_nonlinearity  # noqa: E402
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 in_interpreter = pytest.mark.skipif(not INTERPRETED, reason="runs in the subprocess of test_under_the_triton_interpreter")
