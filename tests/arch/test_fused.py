@@ -6,8 +6,8 @@ it decorates a kernel, at import, so the interpreted tests run in a subprocess s
 
 Tolerances, as max |fused − torch| / max |torch|: the pass repeats the torch path's operations in
 its order, with correctly rounded sqrt and division, so only acos/asin (the interpreter's own,
-see ``fused``) and NumPy's rounding differ: 1e-13 in float64 and 1e-5 in float32, where a
-last-bit change of cos θ near 1 moves θ by up to √(2ε) ≈ 3.5e-4 and the ntk by about θ/(2π).
+see ``fused``) and NumPy's rounding differ. Measured: at most 2.7e-16 in float64 and 2.2e-7 in
+float32 (a couple of float32 roundings, ε = 1.2e-7); we allow 1e-13 and 2e-6.
 """
 
 import os
@@ -24,7 +24,7 @@ from ntkbench.arch.fused import affine_nonlinearity  # noqa: E402
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 in_interpreter = pytest.mark.skipif(not INTERPRETED, reason="runs in the subprocess of test_under_the_triton_interpreter")
-TOL = {torch.float64: 1e-13, torch.float32: 1e-5}
+TOL = {torch.float64: 1e-13, torch.float32: 2e-6}
 ARCHS = {
     "fc-relu": (serial(Dense(8, 1.4, 0.1), ReLU(), Dense(8, 1.4, 0.1), ReLU(), Dense(1, 1.0, 0.1)), (7,)),
     "fc-erf": (serial(Dense(8, 1.2, 0.3), Erf(), Dense(1, 1.0, None)), (7,)),
