@@ -112,11 +112,11 @@ def test_fused_on_the_cpu_without_the_interpreter_is_an_error():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("name", ARCHS)
 def test_cuda_fused_matches_cpu_torch(name, dtype):
-    # On CUDA acos/asin are libdevice's and Triton contracts multiply-adds into FMAs: 1e-12 in
-    # float64; in float32 the ntk's θ ≈ √(2ε) terms allow 1e-4.
+    # On CUDA acos/asin are libdevice's, Triton contracts multiply-adds into FMAs and cuBLAS sums
+    # the input kernel in its own order: a few more roundings than the interpreter's 2.2e-7.
     arch, shape = ARCHS[name]
     x = _x(shape, 6)
     gpu, cpu = arch.kernel(x.cuda(), dtype=dtype), arch.kernel(x, dtype=dtype, fused=False)
-    tol = 1e-12 if dtype == torch.float64 else 1e-4
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
     for kind in ("nngp", "ntk"):
         assert _rel(getattr(gpu, kind).cpu(), getattr(cpu, kind)) < tol, kind
