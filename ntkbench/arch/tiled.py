@@ -99,6 +99,7 @@ def tiled_kernel(arch: Serial, x1: torch.Tensor, x2: torch.Tensor | None = None,
     if not 0 < memory_fraction <= 1:
         raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction!r}")
     n1, n2 = len(x1), len(x2)
+    tile = min(tile, max(n1, n2)) if tile is not None else None
     fused = device.type == "cuda" if fused is None else fused
     store = None
     if out is not None:  # hashing the inputs costs a pass over them: only for checkpoints
@@ -109,7 +110,7 @@ def tiled_kernel(arch: Serial, x1: torch.Tensor, x2: torch.Tensor | None = None,
         }
         store = _Store(Path(out), fingerprint, (n1, n2), dtype, restart)
         tile = store.fingerprint["tile"]  # a resumed run keeps the manifest's tile
-    tile = min(tile or auto_tile(arch, tuple(x1.shape[1:]), dtype, device, fused, memory_fraction), max(n1, n2))
+    tile = tile or min(auto_tile(arch, tuple(x1.shape[1:]), dtype, device, fused, memory_fraction), max(n1, n2))
     if store is not None:
         store.open(tile)
     arrays = store.tensors() if store is not None else {

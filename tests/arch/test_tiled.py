@@ -94,6 +94,8 @@ def test_memmap_output_and_a_finished_run_recomputes_nothing(tmp_path):
     again = tiled_kernel(arch, x, out=tmp_path)  # the tile comes from the manifest
     assert (again.tile, again.computed) == (4, 0)
     assert torch.equal(again.kernel.nngp, first.kernel.nngp)
+    whole = tiled_kernel(arch, x, out=tmp_path / "whole", tile=100)  # one tile, 9 rows, however asked
+    assert tiled_kernel(arch, x, out=tmp_path / "whole", tile=100).computed == 0 and whole.tile == 9
 
 
 def test_another_fingerprint_is_an_error_unless_restart(tmp_path):
