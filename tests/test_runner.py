@@ -133,9 +133,11 @@ def test_n_train_sweep_and_kernel_budgets_log_the_n_train_used(store):
 
 
 def test_a_memory_budget_shrinks_the_kernel_training_set(store):
-    # 1e-4 GiB holds sqrt(107374 / 24) ≈ 66 rows of the float64 train kernel and its factors.
-    results = runner.run(task="iris", method="ntk", options={**FAST, "task.n_train": 120, "ntk.memory_budget_gb": 1e-4})
-    assert results[0].metrics["n_train"] == 66
+    # With the eigh solver, 1e-4 GiB = 107,374 B holds the float64 kernel, its eigenvectors and
+    # Cholesky factor (24 n²) plus Y, α and the leave-one-out temporaries (96 n): n = 64.
+    options = {**FAST, "task.n_train": 120, "ntk.memory_budget_gb": 1e-4, "ntk.solver": "eigh"}
+    results = runner.run(task="iris", method="ntk", options=options)
+    assert results[0].metrics["n_train"] == 64
     # The 64 GB default is capped at 80% of the RAM available, so a small machine is never overcommitted.
     results = runner.run(task="iris", method="ntk", options={**FAST, "ntk.memory_budget_gb": 1e6})
     assert 0 < results[0].metrics["memory_budget_gb_used"] <= 0.8 * psutil.virtual_memory().total / 2**30
