@@ -142,8 +142,12 @@ def rows_from_suite(suite: dict[str, list[dict]], ceil: dict[str, float]) -> lis
             info, name = b.get("extra_info", {}), b["name"]
             if job.startswith("kernel") and "pairs_per_s" in info:
                 flops = ceil["fp64_flops"] if "float64" in info["dtype"] else ceil["fp32_flops"]
-                per_pair = max(info["flops_per_entry"] / flops, info["bytes_per_entry"] / ceil["copy_bytes_per_s"],
-                               info["maps_per_entry"] / ceil["relu_map_per_s"])
+                # The measured map rate is the pure-torch relu_map's: it bounds the torch path (the
+                # CPU) only; the fused Triton pass on CUDA computes its maps inside the same kernel.
+                bounds = [info["flops_per_entry"] / flops, info["bytes_per_entry"] / ceil["copy_bytes_per_s"]]
+                if info.get("device") != "cuda":
+                    bounds.append(info["maps_per_entry"] / ceil["relu_map_per_s"])
+                per_pair = max(bounds)
                 target = ""
                 if job == "kernel_cnn_gap_d21":
                     target = "≥ 10,000 entries/s (H200)"
@@ -151,7 +155,8 @@ def rows_from_suite(suite: dict[str, list[dict]], ceil: dict[str, float]) -> lis
                     target = f"N=100,000 in < 10 s (here N={info['n']}: {b['stats']['min']:.3g} s)"
                 rows.append(Row(f"kernel {name.split('[')[-1].rstrip(']')} N={info['n']} depth={info['depth']} "
                                 f"{info['dtype'].replace('torch.', '')}", info["pairs_per_s"], "pairs/s",
-                                1 / per_pair, "max(flop/F, bytes/B, maps/M)", target))
+                                1 / per_pair, "max(flop/F, bytes/B" + (")" if info.get("device") == "cuda" else ", maps/M)"),
+                                target))
             elif job == "entk" and "entries_per_s" in info:
                 case = name.split("[")[-1].rstrip("]")
                 peak = ceil["fp64_flops"] if "float64" in info["dtype"] else ceil["fp32_flops"]
