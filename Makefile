@@ -20,7 +20,7 @@ BENCH_SET ?= --set arch.depth=2 --set arch.width=256
 STUDY_SET ?= $(BENCH_SET)
 endif
 
-.PHONY: install test bench study data leaderboard validate ui bench-kernels perf nt-env clean
+.PHONY: install test bench study data leaderboard validate ui sync bench-kernels perf nt-env clean
 
 install: $(VENV)/.installed
 
@@ -58,6 +58,10 @@ validate: install
 # The MLflow UI on the same store as `make bench` (http://127.0.0.1:5000).
 ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000
+
+# Import the offline outbox (--tracking offline, or a store that failed mid-run) into MLflow.
+sync: install
+	$(PY) -m ntkbench.cli sync
 
 # neural-tangents, the JAX reference, in its own environment (it needs jax 0.4.30 and numpy<2).
 nt-env: .venv-nt/.installed
