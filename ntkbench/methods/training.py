@@ -236,7 +236,7 @@ def training_diagnostics(net: Network, params0: Params, x: Tensor, labels: Tenso
     Θ is the sum-of-logits eNTK (see ``jacobian``), Σ_p J_p J_pᵀ over the parameter tensors
     (no concatenated J), in the network's dtype (float32: relative error ~1e-6, far below the
     distances of interest) and returned in float64. A 32-input probe every 20 epochs costs
-    5–8% of ``make bench``'s ``nn`` run on digits, less on larger data
+    about 6% of ``make bench``'s ``nn`` run on digits (median of 6), less on larger data
     (``benchmarks/test_diagnostics_overhead.py``).
     """
     if opts.diagnostics_every <= 0:
