@@ -97,19 +97,22 @@ class Loader:
             self.buffers = [torch.empty((batch_size, *x.shape[1:]), dtype=x.dtype, pin_memory=True) for _ in range(2)]
             self.events = [torch.cuda.Event(), torch.cuda.Event()]
 
-    def __call__(self, order: Tensor) -> Iterator[Tensor]:
-        """The batches x[order[i:i+b]]; ``order`` lives on the host for pinned loading, on x's
-        device otherwise."""
-        for step, idx in enumerate(order.split(self.batch_size)):
+    def __call__(self, order: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(idx, x[idx])`` for the consecutive batches of the host permutation ``order``:
+        ``idx`` on ``device`` (to index labels and targets there), the rows gathered where x
+        lives (on the host for pinned loading) and delivered on ``device``."""
+        on_device = order.to(self.device)
+        source = on_device if self.x.device == self.device else order.to(self.x.device)
+        for step, (idx, rows) in enumerate(zip(on_device.split(self.batch_size), source.split(self.batch_size))):
             if not self.pinned:
-                yield self.x[idx].to(self.device)
+                yield idx, self.x[rows].to(self.device)
                 continue
             slot = step % 2
             self.events[slot].synchronize()  # the copy issued two batches ago; long done unless the GPU lags
-            staged = torch.index_select(self.x, 0, idx, out=self.buffers[slot][: len(idx)])
+            staged = torch.index_select(self.x, 0, rows, out=self.buffers[slot][: len(rows)])
             batch = staged.to(self.device, non_blocking=True)
             self.events[slot].record()
-            yield batch
+            yield idx, batch
 
 
 def train(model: Callable[[Tensor], Tensor], params: Params, x: Tensor, labels: Tensor, num_classes: int,
@@ -149,11 +152,9 @@ def train(model: Callable[[Tensor], Tensor], params: Params, x: Tensor, labels: 
     for epoch in tqdm(range(opts.epochs), desc=prefix + "epochs", disable=not sys.stderr.isatty(), leave=False):
         order = torch.randperm(n, generator=generator)
         mirror = (torch.rand(n, generator=generator) < 0.5).to(device) if opts.flip and images else None
-        order_device = order.to(device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
-        batches = loader(order if loader.pinned else order_device if x.device == device else order.to(x.device))
-        for idx, batch in zip(order_device.split(opts.batch_size), batches):
+        for idx, batch in loader(order):
             if mirror is not None:
                 batch = torch.where(mirror[idx][:, None, None, None], batch.flip(-1), batch)
             batch = batch.contiguous(memory_format=memory_format)
@@ -197,6 +198,16 @@ def network_forward(net: Network) -> Forward:
     return lambda params, x: torch.func.functional_call(net, params, (x,))
 
 
+def per_input_output(net: Network, kernel: str, num_classes: int) -> Callable[[Params, Tensor], Tensor]:
+    """θ, x ↦ the network's output on one input x: Σ_c f_c(x; θ)/√C for ``kernel="sum"`` (its
+    gradient is the sum-of-logits feature row), all C outputs for ``kernel="full"``."""
+    def f(p: Params, xi: Tensor) -> Tensor:
+        out = functional_call(net, p, (xi[None],))[0]
+        return out.sum() / math.sqrt(num_classes) if kernel == "sum" else out
+
+    return f
+
+
 # Rows of J computed at once are capped so one batch of J stays near 256 MiB.
 JACOBIAN_BATCH_BYTES = 1 << 28
 
@@ -210,10 +221,7 @@ def jacobian(net: Network, params: Params, x: Tensor, kernel: str, num_classes: 
     the "sum of logits" kernel; at infinite width the cross terms vanish and it equals the NTK.
     ``kernel="full"``: C rows per input (input-major), J Jᵀ is the NC×NC multi-output kernel.
     """
-    def f(p: Params, xi: Tensor) -> Tensor:
-        out = functional_call(net, p, (xi[None],))[0]
-        return out.sum() / math.sqrt(num_classes) if kernel == "sum" else out
-
+    f = per_input_output(net, kernel, num_classes)
     n_params = sum(v.numel() for v in params.values())
     rows_per_input = 1 if kernel == "sum" else num_classes
     batch = batch_size or max(1, JACOBIAN_BATCH_BYTES // (n_params * rows_per_input * x.element_size()))
@@ -246,10 +254,7 @@ def training_diagnostics(net: Network, params0: Params, x: Tensor, labels: Tenso
     norm0 = math.sqrt(sum(float(v.square().sum()) for v in params0.values()))
     probe, targets = x[: opts.probe_size], centered_one_hot(labels[: opts.probe_size], num_classes, torch.float64)
 
-    def f(p: Params, xi: Tensor) -> Tensor:
-        return functional_call(net, p, (xi[None],))[0].sum() / math.sqrt(num_classes)
-
-    per_sample = vmap(grad(f), in_dims=(None, 0))
+    per_sample = vmap(grad(per_input_output(net, "sum", num_classes)), in_dims=(None, 0))
 
     def ntk(params: Params) -> Tensor:
         return sum(j.flatten(1) @ j.flatten(1).T for j in per_sample(params, probe).values()).double()

@@ -68,9 +68,11 @@ def test_channels_last_applies_to_image_inputs_and_4d_weights_only():
 def test_loader_gives_the_rows_in_order_on_the_data_device():
     x = torch.arange(20.0).reshape(10, 2)
     order = torch.randperm(10, generator=torch.Generator().manual_seed(0))
-    batches = list(Loader(x, torch.device("cpu"), 4)(order))
+    pairs = list(Loader(x, torch.device("cpu"), 4)(order))
+    batches = [b for _, b in pairs]
     assert [len(b) for b in batches] == [4, 4, 2]
     assert torch.equal(torch.cat(batches), x[order])
+    assert torch.equal(torch.cat([idx for idx, _ in pairs]), order)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned staging needs CUDA")
@@ -79,7 +81,7 @@ def test_pinned_loader_stages_host_rows_to_the_gpu():
     order = torch.randperm(1000, generator=torch.Generator().manual_seed(0))
     loader = Loader(x, torch.device("cuda"), 64)
     assert loader.pinned and loader.buffers[0].is_pinned()
-    batches = list(loader(order))  # device tensors: refilling a staging buffer leaves them as they were
+    batches = [b for _, b in loader(order)]  # device tensors: refilling a staging buffer leaves them as they were
     assert all(b.is_cuda for b in batches)
     assert torch.equal(torch.cat(batches).cpu(), x[order])
 
