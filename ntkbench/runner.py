@@ -107,12 +107,12 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
     # nn first, so that the linearizations of the same (n_train, seed) can be compared with it.
     names = sorted(names, key=lambda name: name != "nn")
     nn_outputs = {} if nn_outputs is None else nn_outputs
+    arch_key = json.dumps(arch_params, sort_keys=True, default=str)
     grid = [(i, seed, name) for i in range(len(sizes)) for seed in seeds for name in names]
     for i, seed, name in tqdm(grid, desc="runs", disable=not sys.stderr.isatty()):
         data = datasets[i, seed]
         model = method_lib.get(name, network, seed, **dict(groups[name]))
-        key = (data.name, arch, json.dumps(arch_params, sort_keys=True, default=str),
-               json.dumps(data.params, sort_keys=True, default=str))
+        key = (data.name, arch, arch_key, json.dumps(data.params, sort_keys=True, default=str))
         reference = nn_outputs.get(key) if name in LINEARIZATIONS else None
         result, scores = _run_one(data, name, model, arch, arch_params, network, dev, tracker, reference, tags)
         if name == "nn" and scores is not None:
