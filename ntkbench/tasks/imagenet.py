@@ -25,6 +25,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -83,10 +84,7 @@ class _File:
                     self._check_keys(npz.files)
                     labels = npz["labels"]
                     with npz.zip.open("data.npy") as f:  # the header only: shape and dtype
-                        version = np.lib.format.read_magic(f)
-                        read = np.lib.format.read_array_header_1_0 if version == (1, 0) \
-                            else np.lib.format.read_array_header_2_0
-                        shape, _, dtype = read(f)
+                        shape, _, dtype = _npy_header(f)
             else:  # kept only while checked: holding all 10 unpickled batches would need ~16 GB at 64×64
                 labels, data = self._unpickle()
                 shape, dtype = data.shape, data.dtype
@@ -176,10 +174,7 @@ class _File:
             if len(local) < 30 or local[:4] != b"PK\x03\x04":
                 raise self._error("has a damaged zip entry for 'data.npy' (bad local header)")
             f.seek(info.header_offset + 30 + sum(struct.unpack("<HH", local[26:30])))
-            version = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) \
-                else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read(f)
+            shape, fortran, dtype = _npy_header(f)
             offset = f.tell()
         self._check_data(tuple(shape), np.dtype(dtype))
         if fortran:
@@ -187,6 +182,14 @@ class _File:
         if offset + int(np.prod(shape)) > self.path.stat().st_size:
             raise self._error("is truncated (its 'data' runs past the end of the file)")
         return np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset, shape=tuple(shape))
+
+
+def _npy_header(f: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Shape, Fortran order and dtype from the .npy header at ``f``'s position (format 1.0 or
+    2.0); ``f`` is left at the first byte of the array."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(f)
 
 
 def _locate(name: str, folder: Path, resolution: int) -> list[Path]:
