@@ -136,10 +136,9 @@ def fit_budget(x: Tensor, labels: Tensor, max_n_train: int | None, memory_budget
                ctx: RunContext) -> tuple[Tensor, Tensor]:
     """The largest stratified subset of (x, labels) that fits the budgets, and ``n_train_used``.
 
-    Memory: n·bytes_per_row + n²·bytes_per_pair <= min(memory_budget_gb, 80% of the memory
-    available now on the inputs' device: free CUDA memory, or the host's available RAM), so the
-    64 GB default never overcommits a smaller machine; the bytes used are logged as
-    ``memory_budget_gb_used``. Time, only when
+    Memory: n·bytes_per_row + n²·bytes_per_pair <= ``memory_budget`` (min(memory_budget_gb,
+    80% of the memory free now on the inputs' device)), so the 64 GB default never overcommits a
+    smaller machine; the bytes used are logged as ``memory_budget_gb_used``. Time, only when
     ``time_budget_s`` is set: ``probe`` is timed on up to 32 rows (after one warm-up call) and
     the cost extrapolated with the pair count, n²/32². A time budget makes n_train depend on the
     machine and its load, so it is off by default. ``max_n_train`` caps the result. A subsample
@@ -177,17 +176,11 @@ def fit_budget(x: Tensor, labels: Tensor, max_n_train: int | None, memory_budget
 
 
 def memory_budget(memory_budget_gb: float, device: torch.device) -> float:
-    """Bytes a method may use: min(memory_budget_gb, 80% of the memory available now)."""
-    return min(memory_budget_gb * 2**30, 0.8 * available_memory(device))
+    """Bytes a method may use: min(memory_budget_gb, 80% of the memory free now on ``device``,
+    as ``ntkbench.arch.tiled.free_memory`` counts it)."""
+    from ntkbench.arch.tiled import free_memory
 
-
-def available_memory(device: torch.device) -> float:
-    """Bytes free now: ``torch.cuda.mem_get_info`` on a GPU, psutil's available RAM otherwise."""
-    if device.type == "cuda":
-        return float(torch.cuda.mem_get_info(device)[0])
-    import psutil
-
-    return float(psutil.virtual_memory().available)
+    return min(memory_budget_gb * 2**30, 0.8 * free_memory(device))
 
 
 def log_kernel_diagnostics(k_train: Tensor, targets: Tensor, ridge: float, ctx: RunContext) -> None:

@@ -11,12 +11,12 @@ from ntkbench.methods import empirical
 from ntkbench.methods.base import (
     DTYPES,
     RunContext,
-    available_memory,
     centered_one_hot,
     check_inputs,
     choose_ridge,
     fit_budget,
     log_kernel_diagnostics,
+    memory_budget,
     register_method,
 )
 from ntkbench.methods.empirical import Linearization, Plan
@@ -95,7 +95,7 @@ class ENTK(TrainOptions):
         lin = Linearization(net.to(dtype), {k: v.to(dtype) for k, v in params.items()}, self.kernel, num_classes)
         x = x.to(dtype)
         rows_per_input, itemsize = lin.rows_per_input, dtype.itemsize
-        budget = min(self.memory_budget_gb * 2**30, 0.8 * available_memory(x.device))
+        budget = memory_budget(self.memory_budget_gb, x.device)
         sizes = empirical.measure(lin, x[: self.max_n_train or len(x)], self.sketch_dim)
         exclude = ("ntvp",) if self.solve == "primal" else ()
         probe_plan, _ = empirical.choose(sizes, (1 - KERNEL_SHARE) * budget, self.implementation, exclude)
