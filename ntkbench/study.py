@@ -9,7 +9,7 @@ through :func:`ntkbench.runner.run`; :func:`render_report` reads them back from 
 Every run of one :func:`run_study` call carries the tags ``ntkbench_study`` (the task) and
 ``ntkbench_study_id`` (``<task>-<UTC time>``); the report reads the latest study of the task
 unless given an id, so ordinary runs and earlier studies never mix into it. It finds a variant
-from the params every run logs (``method``, ``method.linearize_at_epoch``, ``method.at_epoch``,
+from the params every run logs (``method``, ``method.at_epoch``, ``method.at_epoch``,
 ``method.epochs``, ``task.label_noise``). Label noise is swept at the largest n_train only; the
 n_train sweep runs at ``label_noise`` 0. ``nn`` runs first, and its test outputs are shared
 with the ``taylor``/``entk`` runs of the same data, which log their linearization gap.
@@ -35,7 +35,7 @@ __all__ = ["Variant", "StudyGrid", "make_grid", "STUDY_GRID", "QUICK_GRID", "run
 
 Options = tuple[tuple[str, Any], ...]
 TRAINED = ("nn", "taylor", "entk")
-_AT = {"taylor": "linearize_at_epoch", "entk": "at_epoch"}
+_AT = {"taylor": "at_epoch", "entk": "at_epoch"}
 _ORDER = ("nn", "taylor", "entk", "ntk", "nngp")
 
 

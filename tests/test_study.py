@@ -31,7 +31,7 @@ def test_grids_are_declared():
     labels = [v.label for v in study.STUDY_GRID.variants]
     assert labels == ["nn", "taylor@0", "taylor@1", "taylor@5", "taylor@end", "entk@0", "entk@1", "entk@5",
                       "entk@end", "ntk", "nngp"]
-    assert dict(study.STUDY_GRID.variants[4].options) == {"linearize_at_epoch": 40}
+    assert dict(study.STUDY_GRID.variants[4].options) == {"at_epoch": 40}
     assert study.STUDY_GRID.label_noise == (0.0, 0.2, 0.5, 1.0) and study.STUDY_GRID.seeds == (0, 1, 2)
     quick = study.QUICK_GRID
     assert (quick.seeds, quick.label_noise, quick.n_trains, quick.epochs) == ((0,), (0.0, 0.5), (100,), 5)
@@ -105,7 +105,7 @@ def test_runs_are_tagged_and_linearizations_get_their_gap(store):
     assert set(frame["tags.ntkbench_study"]) == {"iris"} and frame["tags.ntkbench_study_id"].nunique() == 1
     linear = frame[frame["params.method"].isin(["taylor", "entk"])]
     assert linear["metrics.linearization_gap_rms"].notna().all()
-    taylor0 = linear[(linear["params.method"] == "taylor") & (linear["params.method.linearize_at_epoch"] == "0")]
+    taylor0 = linear[(linear["params.method"] == "taylor") & (linear["params.method.at_epoch"] == "0")]
     assert (taylor0["metrics.linearization_gap_rms"] > 0).all()  # nn trained 2 epochs away from θ0
     other = frame[~frame["params.method"].isin(["taylor", "entk"])]
     assert other["metrics.linearization_gap_rms"].isna().all()

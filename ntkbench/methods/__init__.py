@@ -14,9 +14,11 @@ import logging
 from importlib.metadata import entry_points
 
 from ntkbench.methods import entk, kernel, nn, taylor  # noqa: F401  (registers the methods)
-from ntkbench.methods.base import METHODS, Predictor, RunContext, get, options_of, register_method
+from ntkbench.methods.base import (AT_EPOCH, METHODS, Predictor, RunContext, get, linearizes, option_names, options_of,
+                                   register_method)
 
-__all__ = ["METHODS", "PLUGINS", "Predictor", "RunContext", "get", "options_of", "register_method"]
+__all__ = ["AT_EPOCH", "METHODS", "PLUGINS", "Predictor", "RunContext", "get", "linearizes", "option_names", "options_of",
+           "register_method"]
 
 PLUGINS: dict[str, str] = {}
 

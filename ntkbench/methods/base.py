@@ -23,6 +23,21 @@ METHODS: Registry[type] = Registry("method")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 """The ``dtype`` option of the kernel methods."""
 register_method = METHODS.register
+AT_EPOCH = "at_epoch"
+"""The one option name of every linearization for "linearized (taken) at epoch k" of the
+network it linearizes: θ_k after k epochs of that network's training."""
+
+
+def linearizes(name: str) -> str | None:
+    """The method whose trained network method ``name`` linearizes (its class attribute
+    ``linearizes``, e.g. ``taylor`` → ``nn``), or None. Such a method has the option
+    :data:`AT_EPOCH`; the runner compares its test outputs with that method's run."""
+    return getattr(METHODS.get(name), "linearizes", None)
+
+
+def option_names(name: str) -> list[str]:
+    """The options of method ``name`` (its dataclass fields but ``arch`` and ``seed``)."""
+    return [f.name for f in dataclasses.fields(METHODS.get(name)) if f.name not in ("arch", "seed")]
 
 
 class Predictor(Protocol):
@@ -64,7 +79,7 @@ def get(name: str, arch, seed: int = 0, **options):
     """Build method ``name`` with the shared ``arch`` and ``seed``; options are type-checked."""
     cls = METHODS.get(name)
     hints = typing.get_type_hints(cls)
-    valid = [f.name for f in dataclasses.fields(cls) if f.name not in ("arch", "seed")]
+    valid = option_names(name)
     for key, value in options.items():
         if key not in valid:
             raise ValueError(f"unknown option {key!r} for method {name!r}; valid options: {', '.join(valid)}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import ClassVar, Literal
 
 from torch import Tensor
 
@@ -65,6 +65,8 @@ class ENTK(TrainOptions):
     conservative where the cost grows linearly. ``diagnostics`` logs Θ̂'s alignment with the
     residual targets, its spectrum and the target energy (``ntkbench.diagnostics``).
     """
+
+    linearizes: ClassVar[str] = "nn"
 
     ridge: float | None = None
     at_epoch: int = 0

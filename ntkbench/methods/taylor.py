@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -45,18 +46,20 @@ def linearized_forward(net: Network, params0: Params, centered: bool) -> Forward
 class Taylor(TrainOptions):
     """The linearized network, trained with the same optimizer, loss and schedule as ``nn``.
 
-    ``linearize_at_epoch=k`` first trains ``nn`` for k epochs and expands around θ_k (Fort et
+    ``at_epoch=k`` first trains ``nn`` for k epochs and expands around θ_k (Fort et
     al. 2020, "Deep learning versus kernel learning").
     """
 
-    linearize_at_epoch: int = 0
+    linearizes: ClassVar[str] = "nn"
+
+    at_epoch: int = 0
     centered: bool = False
 
     def fit(self, x: Tensor, labels: Tensor, num_classes: int, ctx: RunContext | None = None) -> ForwardPredictor:
         check_inputs(x, labels, num_classes)
         ctx = ctx or RunContext()
         net, params = init_network(self, x, num_classes)
-        params0 = pretrain(self, net, params, x, labels, num_classes, self.linearize_at_epoch, ctx)
+        params0 = pretrain(self, net, params, x, labels, num_classes, self.at_epoch, ctx)
         # The linear model's tangent kernel never changes; only the weights' distance is tracked.
         diagnostics = training_diagnostics(net, params0, x, labels, num_classes, self, ctx, track_kernel=False)
         leaves = trainable(params0, x, self)

@@ -65,7 +65,7 @@ def test_entk_at_epoch_and_taylor_after_training_log_the_pretraining():
     methods.get("entk", ARCH, seed=0, at_epoch=2).fit(x, y, 3, ctx)
     assert "nn_train_loss" in ctx.metrics and ctx.params["entk_solve"] == "dual"
     ctx = methods.RunContext()
-    methods.get("taylor", ARCH, seed=0, linearize_at_epoch=2, epochs=1, centered=True).fit(x, y, 3, ctx)
+    methods.get("taylor", ARCH, seed=0, at_epoch=2, epochs=1, centered=True).fit(x, y, 3, ctx)
     assert {"nn_train_loss", "train_loss"} <= set(ctx.metrics)
 
 
