@@ -10,11 +10,11 @@ infinite-width NNGP and NTK kernels.
 
 from ntkbench.arch.kernel import Kernel
 from ntkbench.arch.layers import AvgPool, Conv, Dense, Erf, Flatten, GlobalAvgPool, Layer, ReLU
-from ntkbench.arch.named import ARCHS, get, list_archs, register_arch
+from ntkbench.arch.named import ARCHS, get, list_archs, register_arch, resolve
 from ntkbench.arch.serial import Network, Serial, serial
 from ntkbench.arch.tiled import TiledKernel, tiled_kernel
 
 __all__ = [
     "ARCHS", "AvgPool", "Conv", "Dense", "Erf", "Flatten", "GlobalAvgPool", "Kernel", "Layer", "Network",
-    "ReLU", "Serial", "TiledKernel", "get", "list_archs", "register_arch", "serial", "tiled_kernel",
+    "ReLU", "Serial", "TiledKernel", "get", "list_archs", "register_arch", "resolve", "serial", "tiled_kernel",
 ]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import inspect
 import math
+import typing
 from collections.abc import Callable
 
 from ntkbench.arch.layers import AvgPool, Conv, Dense, Erf, Flatten, GlobalAvgPool, Layer, ReLU
 from ntkbench.arch.serial import Serial, serial
+from ntkbench.options import check_range, check_type
 from ntkbench.registry import Registry
 
 ARCHS: Registry[Callable[..., Serial]] = Registry("architecture")
@@ -17,12 +19,30 @@ ACTIVATIONS: dict[str, type[Layer]] = {"relu": ReLU, "erf": Erf}
 
 def get(name: str, **options) -> Serial:
     """Build the registered architecture ``name``; unknown names or options raise with the choices."""
+    return ARCHS.get(name)(**resolve(name, **options))
+
+
+def resolve(name: str, **options) -> dict[str, object]:
+    """Every option of architecture ``name``: the given ones type-checked against the builder's
+    annotations (ints become floats where a float is declared, so ``w_std=2`` and ``w_std=2.0``
+    are one architecture), the rest at their defaults. Unknown names or options raise with the
+    choices; ranges are checked by the builder."""
     builder = ARCHS.get(name)
     valid = inspect.signature(builder).parameters
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for architecture {name!r}; valid options: {', '.join(valid)}")
-    return builder(**options)
+    hints = typing.get_type_hints(builder)
+    return {key: check_type(f"arch.{key}", options[key], hints[key]) if key in options else p.default
+            for key, p in valid.items()}
+
+
+def _check_sizes(w_std: float, b_std: float | None, **sizes: int) -> None:
+    """Each of ``sizes`` (depth, width, channels, ...) >= 1, and the weight and bias stds >= 0."""
+    for key, value in sizes.items():
+        check_range(f"arch.{key}", value, 1)
+    check_range("arch.w_std", w_std, 0)
+    check_range("arch.b_std", b_std, 0)
 
 
 def list_archs(pattern: str = "*") -> list[str]:
@@ -39,6 +59,7 @@ def _activation(name: str) -> Layer:
 def mlp(depth: int = 3, width: int = 512, activation: str = "relu", w_std: float = math.sqrt(2), b_std: float | None = 0.1) -> Serial:
     """``depth`` hidden Dense layers of ``width`` units, each followed by ``activation``, then a
     Dense readout. Inputs are flattened first, so images work too."""
+    _check_sizes(w_std, b_std, depth=depth, width=width)
     hidden = [layer for _ in range(depth) for layer in (Dense(width, w_std, b_std), _activation(activation))]
     return serial(Flatten(), *hidden, Dense(1, w_std, b_std))
 
@@ -48,6 +69,7 @@ def cnn(depth: int = 3, channels: int = 64, kernel_size: int = 3, readout: str =
         w_std: float = math.sqrt(2), b_std: float | None = 0.1) -> Serial:
     """``depth`` stride-1 'SAME' convolutions with ``activation``, then a Flatten or global
     average pooling readout and a Dense layer (the CNN-V / CNN-GAP of Novak et al. 2019)."""
+    _check_sizes(w_std, b_std, depth=depth, channels=channels, kernel_size=kernel_size)
     readouts = {"flatten": Flatten, "gap": GlobalAvgPool}
     if readout not in readouts:
         raise ValueError(f"unknown readout {readout!r}; choose one of {', '.join(readouts)}")
@@ -59,6 +81,7 @@ def _myrtle(blocks: tuple[int, int, int], channels: int, w_std: float, b_std: fl
     """Myrtle networks (Shankar et al. 2020, "Neural Kernels Without Tangents"): 3×3 conv-ReLU
     stages separated by 2×2 average pooling. The paper's closing three 2×2 poolings of the 8×8
     map of a 32×32 image equal one global average pool, which also fits other image sizes."""
+    _check_sizes(w_std, b_std, channels=channels)
 
     def stage(n: int) -> list[Layer]:
         return [layer for _ in range(n) for layer in (Conv(channels, 3, w_std, b_std), ReLU())]

@@ -8,7 +8,6 @@ import dataclasses
 import math
 import sys
 import time
-import types
 import typing
 from collections.abc import Callable
 from typing import Protocol
@@ -16,6 +15,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from ntkbench.options import check_range, check_type
 from ntkbench.registry import Registry
 from ntkbench.solvers import loo_ridge
 
@@ -38,6 +38,11 @@ def linearizes(name: str) -> str | None:
 def option_names(name: str) -> list[str]:
     """The options of method ``name`` (its dataclass fields but ``arch`` and ``seed``)."""
     return [f.name for f in dataclasses.fields(METHODS.get(name)) if f.name not in ("arch", "seed")]
+
+
+class NonFiniteError(ArithmeticError):
+    """A fit or its outputs went NaN or infinite (a diverged training, a broken solve): the run
+    ends FAILED with this message, never FINISHED."""
 
 
 class Predictor(Protocol):
@@ -92,29 +97,6 @@ def options_of(method) -> dict[str, object]:
     return {f.name: getattr(method, f.name) for f in dataclasses.fields(method) if f.name != "arch"}
 
 
-def check_type(name: str, value: object, annotation: object) -> object:
-    """Return ``value`` if it fits ``annotation`` (int, float, str, bool, Literal, X | None);
-    ints are accepted for floats. Otherwise raise a ValueError naming the option."""
-    allowed = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
-    for kind in allowed:
-        if kind is type(None) and value is None:
-            return value
-        if typing.get_origin(kind) is typing.Literal and value in typing.get_args(kind):
-            return value
-        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if kind in (int, str, bool) and type(value) is kind:
-            return value
-    expected = " or ".join(_describe(k) for k in allowed)
-    raise ValueError(f"option {name} must be {expected}, got {value!r}")
-
-
-def _describe(kind: object) -> str:
-    if typing.get_origin(kind) is typing.Literal:
-        return "one of " + ", ".join(map(repr, typing.get_args(kind)))
-    return "None" if kind is type(None) else getattr(kind, "__name__", str(kind))
-
-
 def check_inputs(x: Tensor, labels: Tensor, num_classes: int) -> None:
     """Raise a one-line ValueError for inputs no method can fit."""
     if not isinstance(num_classes, int) or num_classes < 2:
@@ -136,14 +118,28 @@ def centered_one_hot(labels: Tensor, num_classes: int, dtype: torch.dtype = torc
 
 def choose_ridge(k_train: Tensor | None, targets: Tensor, ridge: float | None, ctx: RunContext) -> float:
     """The fixed relative ridge, or the exact leave-one-out choice on the default grid (which
-    needs the train kernel ``k_train``); the choice is logged."""
+    needs the train kernel ``k_train``), extended past an edge choice (``loo_ridge``); the choice
+    is logged, with ``ridge_at_grid_edge`` 1 when it still lies on the extended grid's edge."""
     ctx.log_param("ridge_selection", "fixed" if ridge is not None else "loo")
     if ridge is None:
         choice = loo_ridge(k_train, targets, relative=True)
         ridge = choice.ridge
         ctx.log_metric("loo_mse", float(choice.loo_mse.min()))
+        ctx.log_metric("ridge_at_grid_edge", float(choice.at_edge))
+        if choice.at_edge:
+            print(f"ntkbench: warning: the leave-one-out ridge {ridge:g} is on the edge of the searched grid "
+                  f"[{float(choice.grid[0]):g}, {float(choice.grid[-1]):g}]; the optimum may lie beyond it", file=sys.stderr)
     ctx.log_metric("ridge", ridge)
     return ridge
+
+
+def check_kernel_budgets(method: str, ridge: float | None, max_n_train: int | None, memory_budget_gb: float,
+                         time_budget_s: float | None) -> None:
+    """The ranges of the options every kernel-regression method shares (one-line errors)."""
+    check_range(f"{method}.ridge", ridge, 0)
+    check_range(f"{method}.max_n_train", max_n_train, 1)
+    check_range(f"{method}.memory_budget_gb", memory_budget_gb, 0, low_open=True)
+    check_range(f"{method}.time_budget_s", time_budget_s, 0, low_open=True)
 
 
 def fit_budget(x: Tensor, labels: Tensor, max_n_train: int | None, memory_budget_gb: float, time_budget_s: float | None,

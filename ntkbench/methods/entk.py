@@ -12,6 +12,7 @@ from ntkbench.methods.base import (
     DTYPES,
     RunContext,
     centered_one_hot,
+    check_kernel_budgets,
     check_inputs,
     choose_ridge,
     fit_budget,
@@ -81,6 +82,8 @@ class ENTK(TrainOptions):
     time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        check_kernel_budgets("entk", self.ridge, self.max_n_train, self.memory_budget_gb, self.time_budget_s)
         if self.sketch_dim is not None and self.sketch_dim < 1:
             raise ValueError(f"entk.sketch_dim must be a positive int, got {self.sketch_dim}")
         if self.implementation == "sketch" and self.sketch_dim is None:

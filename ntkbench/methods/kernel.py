@@ -13,6 +13,7 @@ from ntkbench.methods.base import (
     DTYPES,
     RunContext,
     centered_one_hot,
+    check_kernel_budgets,
     check_inputs,
     choose_ridge,
     fit_budget,
@@ -20,6 +21,7 @@ from ntkbench.methods.base import (
     memory_budget,
     register_method,
 )
+from ntkbench.options import check_range
 from ntkbench.solvers import (
     Block,
     CGSettings,
@@ -98,6 +100,14 @@ class _KernelRegression:
     preconditioner_rank: int = 100
     max_jitter: float = 1e-3
     kind = "ntk"
+
+    def __post_init__(self) -> None:
+        check_kernel_budgets(self.kind, self.ridge, self.max_n_train, self.memory_budget_gb, self.time_budget_s)
+        check_range(f"{self.kind}.direct_time_s", self.direct_time_s, 0, low_open=True)
+        check_range(f"{self.kind}.cg_tolerance", self.cg_tolerance, 0, 1, low_open=True)
+        check_range(f"{self.kind}.max_cg_iterations", self.max_cg_iterations, 1)
+        check_range(f"{self.kind}.preconditioner_rank", self.preconditioner_rank, 0)
+        check_range(f"{self.kind}.max_jitter", self.max_jitter, 0)
 
     def fit(self, x: Tensor, labels: Tensor, num_classes: int, ctx: RunContext | None = None) -> KernelPredictor:
         check_inputs(x, labels, num_classes)

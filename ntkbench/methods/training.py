@@ -7,7 +7,7 @@ import copy
 import math
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 import torch
@@ -16,7 +16,8 @@ from torch.func import functional_call, grad, jacrev, vmap
 from tqdm.auto import tqdm
 
 from ntkbench.arch import Network, Serial
-from ntkbench.methods.base import RunContext, centered_one_hot
+from ntkbench.methods.base import AT_EPOCH, NonFiniteError, RunContext, centered_one_hot
+from ntkbench.options import check_range
 
 Params = dict[str, Tensor]
 Forward = Callable[[Params, Tensor], Tensor]
@@ -49,6 +50,19 @@ class TrainOptions:
     channels_last: bool = True
     amp: Literal["off", "bf16"] = "off"
     compile: bool = False
+
+    def __post_init__(self) -> None:
+        """Ranges; a value outside raises one line naming the option (checked before any run)."""
+        name = type(self).__name__.lower()
+        check_range(f"{name}.epochs", self.epochs, 1)
+        check_range(f"{name}.batch_size", self.batch_size, 1)
+        check_range(f"{name}.lr", self.lr, 0, low_open=True)
+        check_range(f"{name}.momentum", self.momentum, 0, 1, high_open=True)
+        check_range(f"{name}.weight_decay", self.weight_decay, 0)
+        check_range(f"{name}.diagnostics_every", self.diagnostics_every, 0)
+        check_range(f"{name}.probe_size", self.probe_size, 1)
+        if AT_EPOCH in (f.name for f in fields(self)):
+            check_range(f"{name}.{AT_EPOCH}", getattr(self, AT_EPOCH), 0)
 
 
 def init_network(opts: TrainOptions, x: Tensor, num_classes: int) -> tuple[Network, Params]:
@@ -171,8 +185,12 @@ def train(model: Callable[[Tensor], Tensor], params: Params, x: Tensor, labels: 
             sched.step()
             loss_sum.add_(loss.detach(), alpha=len(idx))
             correct += (out.detach().argmax(1) == labels[idx]).sum()
-        ctx.log_metric(prefix + "train_loss", float(loss_sum) / n, step=epoch)
+        epoch_loss = float(loss_sum) / n
+        ctx.log_metric(prefix + "train_loss", epoch_loss, step=epoch)
         ctx.log_metric(prefix + "train_accuracy", float(correct) / n, step=epoch)
+        if not math.isfinite(epoch_loss):
+            raise NonFiniteError(f"{prefix}train_loss is {epoch_loss} at epoch {epoch}: training diverged "
+                                 f"(lr {opts.lr}); expected a finite loss, try a smaller lr")
         if on_epoch:
             with torch.no_grad():
                 on_epoch(epoch, {k: v.detach() for k, v in params.items()})
