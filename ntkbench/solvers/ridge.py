@@ -41,12 +41,15 @@ class RidgeChoice:
 
     ridge: the chosen grid value (relative to tr(K)/n when ``relative=True``).
     loo_mse: (g,) leave-one-out mean squared error for each grid value.
-    grid: (g,) the grid that was searched, in the same units as ``ridge``.
+    grid: (g,) the grid that was searched, in the same units as ``ridge`` (extended, if it was).
+    at_edge: the choice is the smallest or largest value of the searched grid, so the optimum
+    may lie beyond it (for the default grid: beyond the extension bounds).
     """
 
     ridge: float
     loo_mse: Tensor
     grid: Tensor
+    at_edge: bool = False
 
 
 def default_ridge_grid() -> Tensor:
@@ -57,6 +60,12 @@ def default_ridge_grid() -> Tensor:
     every direction of the spectrum strongly (predictions close to the prior mean 0).
     """
     return torch.logspace(-6.0, 1.0, 15, dtype=torch.float64)
+
+
+EXTENSION_BOUNDS = (1e-12, 1e4)
+"""How far ``loo_ridge`` extends the default grid when its choice lies on an edge (relative
+ridges): below 1e-12·tr(K)/n a float64 ridge no longer changes the fit of a well-scaled kernel;
+above 1e4·tr(K)/n every prediction is within 1e-4 of the prior mean."""
 
 
 def _check_kernel(k: Tensor, name: str) -> None:
@@ -156,6 +165,7 @@ def loo_ridge(
     y_train: Tensor,
     grid: Tensor | None = None,
     relative: bool = True,
+    extend: tuple[float, float] | None = None,
 ) -> RidgeChoice:
     """Choose the ridge minimising the exact leave-one-out error, from one eigendecomposition.
 
@@ -176,41 +186,70 @@ def loo_ridge(
 
     Ties (losses within a relative 1e-10 of the minimum) go to the largest ridge.
 
+    When the choice is the smallest or largest grid value, the optimum may lie beyond it: the
+    grid is then extended past that edge in steps of the edge's own log spacing, reusing the
+    eigendecomposition, until the choice is interior or the ``extend`` bounds are reached
+    (``at_edge`` then says so). The default grid extends to :data:`EXTENSION_BOUNDS`; an explicit
+    ``grid`` is searched as given unless ``extend`` is given.
+
     Args:
         k_train_train: (n, n) kernel K.
         y_train: (n,) or (n, c) targets.
         grid: (g,) strictly positive ridges; ``default_ridge_grid()`` if None.
         relative: whether grid values are relative to tr(K)/n.
+        extend: (low, high) bounds for extending the grid past an edge choice; default
+            :data:`EXTENSION_BOUNDS` for the default grid, no extension for an explicit one.
 
     Raises:
         ValueError: on bad shapes, non-finite inputs, or grid values that are not positive.
     """
     y, _ = _check_train(k_train_train, y_train)
     dtype, device = k_train_train.dtype, k_train_train.device
+    extend = extend or (EXTENSION_BOUNDS if grid is None else None)
     grid = default_ridge_grid() if grid is None else torch.as_tensor(grid)
-    grid = grid.to(dtype=dtype, device=device).reshape(-1)
+    grid = grid.to(dtype=dtype, device=device).reshape(-1).sort().values
     if grid.numel() == 0 or not torch.isfinite(grid).all() or (grid <= 0).any():
         raise ValueError("grid must be a non-empty 1-D set of finite, strictly positive ridges.")
     scale = _absolute_scale(k_train_train, relative)
     if not scale > 0:
         raise ValueError(f"Relative ridges need tr(K)/n > 0, got {scale:g}.")
-    lam = grid * scale  # (g,)
-
     s, u = torch.linalg.eigh(k_train_train)
     s = s.clamp_min(0.0)
-    shrink = lam[:, None] / (s[None, :] + lam[:, None])  # (g, n): 1 - s/(s+lam')
     z = u.T @ y  # (n, c)
+    loo_mse = _loo_mse(u, s, z, grid * scale)
+    while True:
+        index = _choice(loo_mse)
+        edge = index in (0, len(grid) - 1) and len(grid) > 1
+        step = (grid[1] / grid[0]) if index == 0 else (grid[-1] / grid[-2]) if len(grid) > 1 else None
+        more = None
+        if edge and extend is not None:
+            nxt = grid[0] / step if index == 0 else grid[-1] * step
+            if extend[0] * (1 - 1e-9) <= float(nxt) <= extend[1] * (1 + 1e-9):  # the steps' rounding
+                more = nxt.reshape(1)
+        if more is None:
+            return RidgeChoice(ridge=float(grid[index]), loo_mse=loo_mse, grid=grid, at_edge=edge)
+        extra = _loo_mse(u, s, z, more * scale)
+        grid, loo_mse = ((torch.cat([more, grid]), torch.cat([extra, loo_mse])) if index == 0
+                         else (torch.cat([grid, more]), torch.cat([loo_mse, extra])))
+
+
+def _loo_mse(u: Tensor, s: Tensor, z: Tensor, lam: Tensor) -> Tensor:
+    """(g,) exact leave-one-out MSE for each absolute ridge of ``lam``, given K = U diag(s) Uᵀ
+    and z = Uᵀ Y (see ``loo_ridge``)."""
+    shrink = lam[:, None] / (s[None, :] + lam[:, None])  # (g, n): 1 - s/(s+lam')
     rows = max(1, _CHUNK_ELEMENTS // len(s))
     one_minus_h = torch.cat([u[i:i + rows].square() @ shrink.T for i in range(0, len(s), rows)])  # (n, g): 1 - H_ii
-    loo_mse = torch.stack([
+    return torch.stack([
         ((u @ (shrink[g, :, None] * z)) / one_minus_h[:, g, None]).square().mean()  # (y - H y)_i / (1 - H_ii)
-        for g in range(len(grid))
+        for g in range(len(lam))
     ])
 
+
+def _choice(loo_mse: Tensor) -> int:
+    """The index of the smallest finite loss; ties (within a relative 1e-10) go to the largest."""
     finite = torch.where(torch.isfinite(loo_mse), loo_mse, torch.full_like(loo_mse, math.inf))
     best = finite.min()
     if not torch.isfinite(best):
         raise ValueError("The leave-one-out error is not finite for any grid value; try larger ridges.")
     tied = finite <= best + _TIE_RTOL * best.abs()
-    ridge = float(grid[tied].max())
-    return RidgeChoice(ridge=ridge, loo_mse=loo_mse, grid=grid)
+    return int(tied.nonzero().max())
