@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import inspect
-import json
 import sys
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import replace
+from datetime import datetime, timezone
 
 import psutil
 import torch
@@ -18,20 +18,10 @@ from tqdm.auto import tqdm
 from ntkbench import arch as arch_lib
 from ntkbench import methods as method_lib
 from ntkbench import tasks as task_lib
-from ntkbench.methods.base import centered_one_hot
-
-
-@dataclass
-class RunResult:
-    task: str
-    method: str
-    arch: str
-    seed: int
-    n_train: int
-    status: str
-    metrics: dict[str, float] = field(default_factory=dict)
-    run_id: str | None = None
-    error: str | None = None
+from ntkbench.methods.base import NonFiniteError, centered_one_hot
+from ntkbench.record import FINGERPRINT_TAG, RECORD_ARTIFACT, Config, Environment, Evaluation, RunRecord, canonical_json
+from ntkbench.tasks.base import identity_options
+from ntkbench.tracking.environment import environment
 
 
 def resolve_device(device: str) -> torch.device:
@@ -45,8 +35,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 def split_options(options: dict[str, object], method_names: list[str]) -> dict[str, dict[str, object]]:
-    """{"task.n_train": 100, "nn.lr": 0.1} → {"task": {"n_train": 100}, "nn": {"lr": 0.1}}.
-    Options of registered methods that are not run are accepted and unused."""
+    """{"task.n_train": 100, "nn.lr": 0.1} → {"task": {"n_train": 100}, "nn": {"lr": 0.1}}; every
+    registered method has a group, so that options of methods not run are checked too."""
     groups: dict[str, dict[str, object]] = {"task": {}, "arch": {}, **{m: {} for m in method_names}}
     for key, value in options.items():
         prefix, _, name = key.partition(".")
@@ -56,13 +46,27 @@ def split_options(options: dict[str, object], method_names: list[str]) -> dict[s
     return groups
 
 
+def method_names(method: str) -> list[str]:
+    """``all`` (every registered method) or a comma-separated list of registered names, each
+    once; a repeated or unknown name raises."""
+    names = method_lib.METHODS.list() if method == "all" else method.split(",")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"--method names {', '.join(repeated)} more than once; expected each method once")
+    for name in names:
+        method_lib.METHODS.get(name)
+    # The methods that others linearize run first, so that the linearizations can be compared with them.
+    references = {method_lib.linearizes(name) for name in names}
+    return sorted(names, key=lambda name: name not in references)
+
+
 def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tuple[int, ...] = (0,),
         options: dict[str, object] | None = None, device: str = "auto", tracking_uri: str | None = None,
         track: bool = True, n_trains: tuple[int, ...] = (), data_root: str | None = None,
         download: bool = False, tags: dict[str, str] | None = None,
         nn_outputs: dict[tuple, torch.Tensor] | None = None, tracking: str = "mlflow",
-        outbox: str | None = None) -> list[RunResult]:
-    """Run every (n_train, seed, method) on ``task`` with one architecture; one result per run.
+        outbox: str | None = None) -> list[RunRecord]:
+    """Run every (n_train, seed, method) on ``task`` with one architecture; one record per run.
 
     ``method`` is a name, a comma-separated list or ``all``. ``options`` are ``task.X``,
     ``arch.X`` or ``<method>.X`` settings. ``n_trains`` sweeps the task's n_train (learning
@@ -71,19 +75,26 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
     store fails, the runs go on into the outbox), ``offline`` (records in ``outbox``, default
     $NTKBENCH_OUTBOX or ./mlruns-outbox, for ``ntkbench sync``; no MLflow needed) or ``off``,
     as is ``track=False``. ``tags`` are added to every MLflow run. ``nn_outputs`` holds the test
-    outputs of ``nn`` runs by data set (task, seed and task params); pass the same dict to
-    several calls (the study does) so that ``taylor`` and ``entk`` runs of a later call get
-    their linearization gap against an ``nn`` run of an earlier one. Every name and option,
-    and the data, is checked before the first run; a method that raises is recorded as FAILED
-    and the grid goes on.
+    outputs of reference runs (the methods others linearize) by data set; pass the same dict to
+    several calls (the study does) so that linearizations of a later call get their
+    linearization gap against a reference run of an earlier one.
+
+    Everything is checked before the first run, and a bad value raises a one-line ValueError
+    with nothing written: names, every option's type and range (options of methods that are not
+    run too), repeated methods, ``n_trains`` together with ``task.n_train``, and the data. A run
+    that raises, or whose loss or outputs are not finite, is recorded FAILED and the grid goes on.
     """
-    names = method_lib.METHODS.list() if method == "all" else method.split(",")
-    for name in names:
-        method_lib.METHODS.get(name)
+    names = method_names(method)
     groups = split_options(dict(options or {}), method_lib.METHODS.list())
+    if n_trains and "n_train" in groups["task"]:
+        raise ValueError(f"--n-train {','.join(map(str, n_trains))} and task.n_train={groups['task']['n_train']} "
+                         "both set n_train; give one of them")
     dev = resolve_device(device)
-    network = arch_lib.get(arch, **groups["arch"])
-    arch_params = {**_defaults(arch_lib.ARCHS.get(arch)), **groups["arch"]}
+    arch_options = arch_lib.resolve(arch, **groups["arch"])
+    network = arch_lib.get(arch, **arch_options)
+    for name in method_lib.METHODS.list():  # the options of every method named, run or not
+        if name in names or groups[name]:
+            method_lib.get(name, network, 0, **dict(groups[name]))
     accepted = inspect.signature(task_lib.TASKS.get(task)).parameters
     if data_root is not None and "data_root" in accepted:
         groups["task"]["data_root"] = str(data_root)
@@ -95,71 +106,84 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
     # Build every task before the first run: bad options or missing data fail fast, with no run.
     datasets = {(i, seed): task_lib.get(task, **{"seed": seed, **groups["task"], **size})
                 for i, size in enumerate(sizes) for seed in seeds}
-    for name in names:
-        method_lib.get(name, network, 0, **dict(groups[name]))
 
     tracker = None
     if track and tracking != "off":
         from ntkbench.tracking import Tracker
 
         tracker = Tracker(tracking_uri, tracking, outbox)
-    results = []
-    # nn first, so that the linearizations of the same (n_train, seed) can be compared with it.
-    names = sorted(names, key=lambda name: name != "nn")
+    env = environment(dev)
+    records = []
     nn_outputs = {} if nn_outputs is None else nn_outputs
-    arch_key = json.dumps(arch_params, sort_keys=True, default=str)
     grid = [(i, seed, name) for i in range(len(sizes)) for seed in seeds for name in names]
     for i, seed, name in tqdm(grid, desc="runs", disable=not sys.stderr.isatty()):
         data = datasets[i, seed]
         model = method_lib.get(name, network, seed, **dict(groups[name]))
-        key = (data.name, arch, arch_key, json.dumps(data.params, sort_keys=True, default=str))
-        reference = nn_outputs.get(key) if name in LINEARIZATIONS else None
-        result, scores = _run_one(data, name, model, arch, arch_params, network, dev, tracker, reference, tags)
-        if name == "nn" and scores is not None:
-            nn_outputs[key] = scores.cpu()
-        results.append(result)
-    return results
+        task_options = identity_options(data.params)
+        config = Config(data.name, name, arch, task_options, _options(model), arch_options)
+        data_key = (data.name, arch, canonical_json(arch_options), canonical_json(task_options), seed)
+        reference = method_lib.linearizes(name)
+        result, scores = _run_one(data, model, config, env, network, dev, tracker,
+                                  nn_outputs.get((reference, *data_key)) if reference else None, tags)
+        if scores is not None:
+            nn_outputs[(name, *data_key)] = scores.cpu()
+        records.append(result)
+    return records
 
 
-def _defaults(builder) -> dict[str, object]:
-    return {k: p.default for k, p in inspect.signature(builder).parameters.items()}
+def _options(model) -> dict[str, object]:
+    """A method's options without the seed (its ``Config.method_options``)."""
+    return {k: v for k, v in method_lib.options_of(model).items() if k != "seed"}
 
 
-def _run_one(data, name, model, arch_name, arch_params, network, dev, tracker, nn_scores: torch.Tensor | None,
-             tags: dict[str, str] | None) -> tuple[RunResult, torch.Tensor | None]:
+def _run_one(data, model, config: Config, env: Environment, network, dev, tracker, reference: torch.Tensor | None,
+             tags: dict[str, str] | None) -> tuple[RunRecord, torch.Tensor | None]:
+    """Fit and evaluate one run inside its tracked scope; returns its record and test outputs
+    (None unless it FINISHED). The record goes to MLflow as ``record.json``."""
     x, y = (t.to(dev) for t in data.train)
     x_test, y_test = (t.to(dev) for t in data.test)
-    n_train = len(x)
-    params = {"task": data.name, "method": name, "arch": arch_name, "seed": model.seed, "n_train": n_train,
-              "device": dev.type, **{f"task.{k}": v for k, v in data.params.items()},
-              **{f"arch.{k}": v for k, v in arch_params.items()},
-              **{f"method.{k}": v for k, v in method_lib.options_of(model).items()}}
-    result = RunResult(data.name, name, arch_name, model.seed, n_train, "FINISHED")
-    if tracker is None:
-        scope = nullcontext(None)
-    else:
-        from ntkbench.tracking import environment_tags
-
-        config = {**params, "arch_layers": repr(network)}
-        scope = tracker.run(data.name, f"{name}-{arch_name}-s{model.seed}-n{n_train}", params, {**environment_tags(dev), **(tags or {})}, config)
+    seed = model.seed
+    params = {"task": config.task, "method": config.method, "arch": config.arch, "seed": seed, "n_train": len(x),
+              "device": dev.type, **{f"task.{k}": v for k, v in config.task_options.items()},
+              **{f"arch.{k}": v for k, v in config.arch_options.items()},
+              **{f"method.{k}": v for k, v in config.method_options.items()}}
+    ctx = method_lib.RunContext()
+    record = RunRecord(config, seed, len(x), "FAILED", env)
+    scope = nullcontext(None)
+    if tracker is not None:
+        scope = tracker.run(config.task, f"{config.method}-{config.arch}-s{seed}-n{len(x)}", params,
+                            {**env.to_json(), FINGERPRINT_TAG: config.fingerprint, **(tags or {})})
     try:
         with scope as tracked:
-            result.run_id = tracked.run_id if tracked else None
-            ctx = method_lib.RunContext(*((tracked.log_metric, tracked.log_param, tracked.log_dict) if tracked else ()))
-            evaluation, scores = _fit_and_evaluate(model, ctx, x, y, x_test, y_test, data.num_classes, network, dev)
-            if nn_scores is not None:
-                evaluation.update(linearization_gap(scores, nn_scores.to(scores.device)))
+            if tracked:
+                ctx = method_lib.RunContext(tracked.log_metric, tracked.log_param, tracked.log_dict)
+            try:
+                evaluation, scores = _fit_and_evaluate(model, ctx, x, y, x_test, y_test, data.num_classes, network, dev)
+                gap = linearization_gap(scores, reference.to(scores.device)) if reference is not None else {}
+            except Exception as e:
+                record = _ended(record, ctx, tracked, error=f"{type(e).__name__}: {e}")
+                raise
+            n_used = int(ctx.metrics.get("n_train_used", len(x)))
             if tracked:  # the method's own metrics were logged as they came
-                tracked.log_metrics(evaluation)
-            result.metrics = {**ctx.metrics, **evaluation}
+                tracked.log_metrics({**evaluation.to_json(), "n_train": n_used, **gap})
+            record = _ended(replace(record, n_train=n_used, evaluation=evaluation), ctx, tracked, gap)
     except Exception as e:  # recorded, and the grid goes on; the MLflow run is already FAILED
-        result.status, result.error = "FAILED", f"{type(e).__name__}: {e}"
-        print(f"ntkbench: {name} (seed {model.seed}) failed: {result.error}", file=sys.stderr)
-        return result, None
-    return result, scores
+        record = replace(record, status="FAILED", error=record.error or f"{type(e).__name__}: {e}")
+        print(f"ntkbench: {config.method} (seed {seed}) failed: {record.error}", file=sys.stderr)
+        return record, None
+    return record, scores
 
 
-LINEARIZATIONS = ("taylor", "entk")
+def _ended(record: RunRecord, ctx, tracked, gap: dict[str, float] | None = None, error: str | None = None) -> RunRecord:
+    """``record`` completed with the method's reports, its run id and end, FINISHED unless
+    ``error``; logged as ``record.json`` to the tracked run, if any."""
+    record = replace(record, status="FAILED" if error else "FINISHED", error=error,
+                     metrics={**ctx.metrics, **(gap or {})}, params=dict(ctx.params),
+                     run_id=tracked.run_id if tracked else None,
+                     finished_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+    if tracked:
+        tracked.log_dict(record.to_json(), RECORD_ARTIFACT)
+    return record
 
 
 def linearization_gap(scores: torch.Tensor, nn_scores: torch.Tensor) -> dict[str, float]:
@@ -172,28 +196,33 @@ def linearization_gap(scores: torch.Tensor, nn_scores: torch.Tensor) -> dict[str
     }
 
 
-def _fit_and_evaluate(model, ctx, x, y, x_test, y_test, num_classes, network, dev) -> tuple[dict[str, float], torch.Tensor]:
+def _fit_and_evaluate(model, ctx, x, y, x_test, y_test, num_classes, network, dev) -> tuple[Evaluation, torch.Tensor]:
+    """Fit, predict the test set (together: ``time_total_s``), then the training set apart
+    (``time_train_eval_s``). Outputs that are not all finite raise :class:`NonFiniteError`: an
+    argmax over NaN would still give an "accuracy"."""
     with PeakMemory(dev) as memory:
         start = _now(dev)
         predictor = model.fit(x, y, num_classes, ctx)
         fitted = _now(dev)
         test_scores = predictor.predict(x_test)
         predicted = _now(dev)
-        train_scores = predictor.predict(x)
-        done = _now(dev)
+    train_scores = predictor.predict(x)
+    train_evaluated = _now(dev)
+    for split, scores in (("test", test_scores), ("train", train_scores)):
+        if not torch.isfinite(scores).all():
+            bad = int((~torch.isfinite(scores)).any(1).sum())
+            raise NonFiniteError(f"{bad} of {len(scores)} {split} outputs are NaN or infinite; expected finite "
+                                 "outputs (a diverged fit)")
     targets = centered_one_hot(y_test, num_classes, test_scores.dtype)
     n_params = sum(p.numel() for p in network.module(tuple(x.shape[1:]), num_classes).parameters())
-    return {
-        "test_accuracy": float((test_scores.argmax(1) == y_test).float().mean()),
-        "test_mse": float((test_scores - targets).square().sum(1).mean()),
-        "train_accuracy": float((train_scores.argmax(1) == y).float().mean()),
-        "time_fit_s": fitted - start,
-        "time_predict_s": predicted - fitted,
-        "time_total_s": done - start,
-        "peak_memory_mb": memory.peak_mb,
-        "n_train": float(ctx.metrics.get("n_train_used", len(x))),
-        "n_params": float(n_params),
-    }, test_scores.detach()
+    return Evaluation(
+        test_accuracy=float((test_scores.argmax(1) == y_test).float().mean()),
+        test_mse=float((test_scores - targets).square().sum(1).mean()),
+        train_accuracy=float((train_scores.argmax(1) == y).float().mean()),
+        time_fit_s=fitted - start, time_predict_s=predicted - fitted, time_total_s=predicted - start,
+        time_train_eval_s=train_evaluated - predicted,
+        peak_memory_mb=memory.added_mb, process_peak_memory_mb=memory.peak_mb, n_params=n_params,
+    ), test_scores.detach()
 
 
 def _now(dev: torch.device) -> float:
@@ -203,17 +232,25 @@ def _now(dev: torch.device) -> float:
 
 
 class PeakMemory:
-    """Peak memory during a block: allocated CUDA memory on a GPU; on the CPU, the process's
-    resident set size, sampled every 5 ms by a background thread."""
+    """Peak memory during a block, absolute (``peak_mb``) and above the level at its start
+    (``added_mb``): allocated CUDA memory on a GPU; on the CPU, the process's resident set size,
+    sampled every 5 ms by a background thread. On the CPU the absolute peak includes torch
+    itself (about 1 GB); ``added_mb`` is what the block added."""
 
     def __init__(self, dev: torch.device) -> None:
-        self.dev, self.peak_mb = dev, 0.0
+        self.dev, self.peak_mb, self.start_mb = dev, 0.0, 0.0
         self._stop = threading.Event()
+
+    @property
+    def added_mb(self) -> float:
+        return max(self.peak_mb - self.start_mb, 0.0)
 
     def __enter__(self) -> PeakMemory:
         if self.dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.dev)
+            self.start_mb = torch.cuda.memory_allocated(self.dev) / 2**20
         else:
+            self.start_mb = psutil.Process().memory_info().rss / 2**20
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         return self
@@ -233,16 +270,21 @@ class PeakMemory:
             self._thread.join()
 
 
-def summary(results: list[RunResult]):
-    """A pandas table per (method, n_train): test accuracy mean ± std over seeds, mean times."""
+def summary(records: list[RunRecord]):
+    """A pandas table per (method, n_train) of the FINISHED runs: test accuracy mean ± std over
+    seeds, mean times, peak added memory, and the count of runs that did not finish per method.
+    Empty (with those columns) when nothing finished."""
     import pandas as pd
 
-    rows = [{"method": r.method, "status": r.status, **r.metrics} for r in results]
-    frame = pd.DataFrame(rows)
-    ok = frame[frame.status == "FINISHED"]
-    table = ok.groupby(["method", "n_train"]).agg(
+    columns = ["acc_mean", "acc_std", "seeds", "fit_s", "predict_s", "peak_mb", "failed"]
+    done = [{"method": r.method, "n_train": r.n_train, **r.evaluation.to_json()} for r in records if r.evaluation]
+    failed = pd.Series([r.method for r in records if r.evaluation is None], dtype=object).value_counts()
+    if not done:
+        table = pd.DataFrame({"method": failed.index, "n_train": 0, "failed": failed.values})
+        return table.reindex(columns=["method", "n_train", *columns]).set_index(["method", "n_train"])
+    table = pd.DataFrame(done).groupby(["method", "n_train"]).agg(
         acc_mean=("test_accuracy", "mean"), acc_std=("test_accuracy", "std"), seeds=("test_accuracy", "size"),
         fit_s=("time_fit_s", "mean"), predict_s=("time_predict_s", "mean"), peak_mb=("peak_memory_mb", "max"))
-    failed = frame[frame.status != "FINISHED"].groupby("method").size().rename("failed")
-    table = table.reset_index().merge(failed, on="method", how="outer").fillna({"failed": 0})
+    table = table.reset_index().merge(failed.rename("failed"), left_on="method", right_index=True, how="outer")
+    table = table.fillna({"failed": 0}).astype({"failed": int})
     return table.sort_values(["n_train", "acc_mean"], ascending=[True, False]).set_index(["method", "n_train"])

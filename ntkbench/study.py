@@ -29,7 +29,7 @@ from typing import Any
 
 from ntkbench.leaderboard.plots import _MARKERS, _PALETTE, _new_figure, _styled, _text, _to_svg
 from ntkbench.leaderboard.render import escape_markdown
-from ntkbench.runner import RunResult
+from ntkbench.record import RunRecord
 
 __all__ = ["Variant", "StudyGrid", "make_grid", "STUDY_GRID", "QUICK_GRID", "run_study", "render_report", "SECTIONS"]
 
@@ -89,7 +89,7 @@ def _task_options(name: str, task: str, arch: str, grid: StudyGrid) -> dict[str,
 
 def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None = None, quick: bool = False,
               tracking_uri: str | None = None, grid: StudyGrid | None = None, device: str = "auto",
-              tracking: str = "mlflow", outbox: str | None = None) -> list[RunResult]:
+              tracking: str = "mlflow", outbox: str | None = None) -> list[RunRecord]:
     """Run ``grid`` (default :data:`STUDY_GRID`, or :data:`QUICK_GRID` with ``quick``) on ``task``
     and ``teacher``: one :func:`ntkbench.runner.run` per (task, variant, label noise), all tagged
     with one study id. n_train values are capped to the task's training set size. ``tracking``
@@ -102,7 +102,7 @@ def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None 
     tags = {"ntkbench_study": task, "ntkbench_study_id": f"{task}-{stamp}"}
     nn_outputs: dict[tuple, Any] = {}
     names = (task, "teacher") if grid.teacher and task != "teacher" else (task,)
-    results: list[RunResult] = []
+    results: list[RunRecord] = []
     for name in names:
         topts = _task_options(name, task, arch, grid)
         size = len(task_lib.get(name, **{k: v for k, v in topts.items() if k != "n_train"}).train[1])

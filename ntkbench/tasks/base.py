@@ -225,6 +225,16 @@ def from_arrays(name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.
     return finish(name, (x_train, y_train), (x_test, y_test), num_classes, common, {"standardize": how, **facts})
 
 
+IDENTITY_EXCLUDED = frozenset({"seed", "n_noisy", "data_dir", "format"})
+"""Task params that do not define the experiment: the seed and what it alone decides, and where
+(and in which of two equivalent file formats) the data were found."""
+
+
+def identity_options(params: dict[str, object]) -> dict[str, object]:
+    """The task params that define the experiment (a run's ``Config.task_options``)."""
+    return {k: v for k, v in params.items() if k not in IDENTITY_EXCLUDED}
+
+
 def finish(name: str, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], num_classes: int,
            common: Common, facts: dict[str, object]) -> Task:
     """The task from its final inputs and clean labels: adds ``common.label_noise`` to the

@@ -107,4 +107,4 @@ def test_runner_end_to_end(solver):
     options = {**FAST, "ntk.solver": solver, **({} if solver == "eigh" else {"ntk.ridge": 1e-2})}
     (result,) = runner.run(task="iris", method="ntk", options=options, track=False)
     assert result.status == "FINISHED", result.error
-    assert result.metrics["test_accuracy"] > 0.8
+    assert result.evaluation.test_accuracy > 0.8

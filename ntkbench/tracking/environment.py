@@ -1,0 +1,58 @@
+"""Where a run runs: the :class:`~ntkbench.record.Environment` of the device, and the user and
+source tags MLflow's own ``start_run`` would add. No MLflow import."""
+
+from __future__ import annotations
+
+import getpass
+import platform
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import torch
+
+import ntkbench
+from ntkbench.record import Environment
+
+
+def environment(device: torch.device) -> Environment:
+    """ntkbench version, git commit, device type and name (the CPU or GPU model), torch version
+    and hostname."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    return Environment(device=device.type, device_name=name, torch_version=torch.__version__,
+                       ntkbench_version=ntkbench.__version__, hostname=platform.node(), git_commit=git_commit())
+
+
+def environment_tags(device: torch.device) -> dict[str, str]:
+    """:func:`environment` as MLflow run tags, one per field."""
+    return environment(device).to_json()
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo on Linux, else what ``platform`` knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text(errors="replace").splitlines() if cpuinfo.is_file() else []
+    models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return models[0] if models else (platform.processor() or platform.machine())
+
+
+@cache
+def git_commit() -> str:
+    """The commit of the ntkbench checkout (read once per process), or ``unknown``."""
+    root = Path(ntkbench.__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def source_tags() -> dict[str, str]:
+    """The user and source tags MLflow's own ``start_run`` adds, computed without MLflow."""
+    try:
+        user = getpass.getuser()
+    except (ImportError, KeyError, OSError):  # no login name, e.g. a container's numeric uid
+        user = "unknown"
+    source = sys.argv[0] if sys.argv and sys.argv[0] else "<console>"
+    return {"mlflow.user": user, "mlflow.source.name": source, "mlflow.source.type": "LOCAL"}
