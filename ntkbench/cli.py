@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ntkbench import signals
 from ntkbench.registry import UnknownNameError
 
 if TYPE_CHECKING:
@@ -117,25 +116,13 @@ def add_tracking_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--outbox", default=None, help=OUTBOX_HELP)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, a scheduler's time limit), handled like Ctrl-C: the open run ends KILLED."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
-    """The command line; in the main thread SIGTERM raises :class:`Terminated`, so that a killed
-    grid leaves its current run KILLED (exit 143) rather than RUNNING forever."""
+    """The command line. SIGINT, SIGTERM and SIGHUP stop the work at its next safe point
+    (``ntkbench.signals``): the current run ends KILLED, never RUNNING, and the exit code is
+    130, 143 or 129."""
     args = build_parser().parse_args(argv)
-    if threading.current_thread() is not threading.main_thread():
+    with signals.handling():
         return _main(args)
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        return _main(args)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -186,10 +173,10 @@ def _sync_command(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"ntkbench: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("ntkbench: sync interrupted; run it again to finish (records already in the store are skipped)",
               file=sys.stderr)
-        return 130
+        return e.exit_code if isinstance(e, signals.Interrupted) else 130
     outcomes = [r.outcome for r in results]
     counts = ", ".join(f"{outcomes.count(o)} {o}" for o in dict.fromkeys(outcomes))
     print(f"sync: {len(results)} record(s): {counts}" if results else "sync: no records in the outbox")
@@ -204,9 +191,9 @@ def _print_synced(result: SyncResult) -> None:
 
 
 def _interrupted(e: KeyboardInterrupt) -> int:
-    terminated = isinstance(e, Terminated)
-    print(f"ntkbench: {'terminated' if terminated else 'interrupted'}; the current run is marked KILLED", file=sys.stderr)
-    return 143 if terminated else 130
+    code = e.exit_code if isinstance(e, signals.Interrupted) else 130
+    print(f"ntkbench: stopped by {e or 'Ctrl-C'}; the current run is marked KILLED", file=sys.stderr)
+    return code
 
 
 def _leaderboard_command(args: argparse.Namespace) -> int:

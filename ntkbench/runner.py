@@ -15,6 +15,7 @@ import psutil
 import torch
 from tqdm.auto import tqdm
 
+from ntkbench import signals
 from ntkbench import arch as arch_lib
 from ntkbench import methods as method_lib
 from ntkbench import tasks as task_lib
@@ -117,6 +118,7 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
     nn_outputs = {} if nn_outputs is None else nn_outputs
     grid = [(i, seed, name) for i in range(len(sizes)) for seed in seeds for name in names]
     for i, seed, name in tqdm(grid, desc="runs", disable=not sys.stderr.isatty()):
+        signals.check()
         data = datasets[i, seed]
         model = method_lib.get(name, network, seed, **dict(groups[name]))
         task_options = identity_options(data.params)

@@ -118,9 +118,9 @@ def test_sigterm_ends_the_current_run_as_killed(store, tmp_path):
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 143, err
-    assert "terminated; the current run is marked KILLED" in err
+    assert "stopped by signal 15 (SIGTERM); the current run is marked KILLED" in err
     runs = _runs(store, "digits")
-    assert list(runs.status) == ["KILLED"] and runs["tags.error"].iloc[0] == "Terminated: signal 15"
+    assert list(runs.status) == ["KILLED"] and runs["tags.error"].iloc[0] == "Interrupted: signal 15 (SIGTERM)"
 
 
 def test_ctrl_c_ends_the_current_run_as_killed(store, monkeypatch):

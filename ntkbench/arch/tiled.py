@@ -56,6 +56,7 @@ import psutil
 import torch
 from tqdm.auto import tqdm
 
+from ntkbench import signals
 from ntkbench.arch.kernel import Kernel
 from ntkbench.arch.serial import Serial
 
@@ -122,6 +123,7 @@ def tiled_kernel(arch: Serial, x1: torch.Tensor, x2: torch.Tensor | None = None,
     done = store.done if store is not None else set()
     todo = [t for t in range(len(tiles)) if t not in done]
     for t in tqdm(todo, desc="kernel tiles", leave=False, disable=len(todo) < 2 or not sys.stderr.isatty()):
+        signals.check()
         i, j = tiles[t]
         same = symmetric and i == j
         xa = x1[i:i + tile].to(device)

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, jvp, vjp, vmap
 
+from ntkbench import signals
 from ntkbench.arch import Network
 from ntkbench.methods.training import Params, jacobian
 
@@ -227,6 +228,7 @@ def contraction_kernel(lin: Linearization, x: Tensor, plan: Plan) -> Tensor:
     k = x.new_empty(len(x) * r, len(x) * r)
     start = 0
     for i, xi in enumerate(blocks):
+        signals.check()
         ji = lin.jacobian(xi, plan.block)
         rows = slice(start * r, (start + len(xi)) * r)
         k[rows, rows] = _symmetric(ji @ ji.T)
@@ -249,6 +251,7 @@ def ntvp_kernel(lin: Linearization, x: Tensor, plan: Plan) -> Tensor:
     k = x.new_empty(len(x) * r, len(x) * r)
     col = 0
     for j, xj in enumerate(blocks):
+        signals.check()
         vectors = lin.jacobian(xj, plan.block)  # (|B|·R, P): Jᵀe_c for the block's columns
         cols = slice(col * r, (col + len(xj)) * r)
         row = 0

@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.func import functional_call, grad, jacrev, vmap
 from tqdm.auto import tqdm
 
+from ntkbench import signals
 from ntkbench.arch import Network, Serial
 from ntkbench.methods.base import AT_EPOCH, NonFiniteError, RunContext, centered_one_hot
 from ntkbench.options import check_range
@@ -183,6 +184,7 @@ def train(model: Callable[[Tensor], Tensor], params: Params, x: Tensor, labels: 
             loss.backward()
             optim.step()
             sched.step()
+            signals.check()
             loss_sum.add_(loss.detach(), alpha=len(idx))
             correct += (out.detach().argmax(1) == labels[idx]).sum()
         epoch_loss = float(loss_sum) / n

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ntkbench import signals
 from ntkbench.tracking import store
 from ntkbench.tracking.journal import DEFAULT_OUTBOX, RECORD_ID_TAG, JournalError, read_journal, resolve_outbox
 
@@ -46,6 +47,7 @@ def sync(outbox: str | Path | None = None, uri: str | None = None,
     client = store.client(store.resolve_uri(uri), "then sync again")
     results = []
     for path in sorted(folder.glob("*.jsonl")):
+        signals.check()
         results.append(_sync_one(client, path))
         if report:
             report(results[-1])
