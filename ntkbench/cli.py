@@ -153,7 +153,19 @@ def _main(args: argparse.Namespace) -> int:
         return _interrupted(e)
     print(summary(results).to_string(float_format=lambda v: f"{v:.4g}"))
     _outbox_note(args)
-    return 1 if any(r.status != "FINISHED" for r in results) else 0
+    return _exit_code(args, results)
+
+
+def _exit_code(args: argparse.Namespace, results: list) -> int:
+    """1 if a run did not finish; else 3 if runs meant for MLflow went to the outbox (the store
+    failed or could not be reached: `ntkbench sync` imports them); else 0."""
+    if any(r.status != "FINISHED" for r in results):
+        return 1
+    if args.tracking == "mlflow" and any(r.storage == "outbox" for r in results):
+        print(f"ntkbench: {sum(r.storage == 'outbox' for r in results)} of {len(results)} runs are in the outbox, "
+              "not the store; exit status 3", file=sys.stderr)
+        return 3
+    return 0
 
 
 def _outbox_note(args: argparse.Namespace) -> None:

@@ -140,6 +140,9 @@ class RunRecord:
     run_id: str | None = None
     error: str | None = None
     finished_at: str = ""
+    storage: str = field(default="", compare=False)
+    """Where the complete run went in this process: ``mlflow``, ``outbox`` (the store failed or
+    was unreachable, or tracking was offline) or "" (untracked). Not part of the stored record."""
 
     @property
     def fingerprint(self) -> str:

@@ -151,7 +151,7 @@ def _run_one(data, model, config: Config, env: Environment, network, dev, tracke
               **{f"method.{k}": v for k, v in config.method_options.items()}}
     ctx = method_lib.RunContext()
     record = RunRecord(config, seed, len(x), "FAILED", env)
-    scope = nullcontext(None)
+    scope, tracked = nullcontext(None), None
     if tracker is not None:
         scope = tracker.run(config.task, f"{config.method}-{config.arch}-s{seed}-n{len(x)}", params,
                             {**env.to_json(), FINGERPRINT_TAG: config.fingerprint, **(tags or {})})
@@ -172,8 +172,9 @@ def _run_one(data, model, config: Config, env: Environment, network, dev, tracke
     except Exception as e:  # recorded, and the grid goes on; the MLflow run is already FAILED
         record = replace(record, status="FAILED", error=record.error or f"{type(e).__name__}: {e}")
         print(f"ntkbench: {config.method} (seed {seed}) failed: {record.error}", file=sys.stderr)
-        return record, None
-    return record, scores
+        scores = None
+    storage = "" if tracked is None else "outbox" if tracked.client is None else "mlflow"
+    return replace(record, storage=storage), scores
 
 
 def _ended(record: RunRecord, ctx, tracked, gap: dict[str, float] | None = None, error: str | None = None) -> RunRecord:

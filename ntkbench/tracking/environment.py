@@ -4,6 +4,7 @@ source tags MLflow's own ``start_run`` would add. No MLflow import."""
 from __future__ import annotations
 
 import getpass
+import os
 import platform
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import torch
 
 import ntkbench
 from ntkbench.record import Environment
+
+HOST_TAG, PID_TAG, PID_START_TAG = "ntkbench_host", "ntkbench_pid", "ntkbench_pid_start"
 
 
 def environment(device: torch.device) -> Environment:
@@ -27,6 +30,28 @@ def environment(device: torch.device) -> Environment:
 def environment_tags(device: torch.device) -> dict[str, str]:
     """:func:`environment` as MLflow run tags, one per field."""
     return environment(device).to_json()
+
+
+def process_tags() -> dict[str, str]:
+    """Who writes a run: host, pid and the process's start time (a reused pid has another), so
+    that ``ntkbench sync`` can tell whether the process of a RUNNING run is still alive."""
+    import psutil
+
+    return {HOST_TAG: platform.node(), PID_TAG: str(os.getpid()),
+            PID_START_TAG: repr(psutil.Process().create_time())}
+
+
+def process_alive(host: str, pid: str, started: str) -> bool | None:
+    """Whether the process (``host``, ``pid``, start time) of :func:`process_tags` lives: None
+    when it ran on another host, which this machine cannot tell."""
+    import psutil
+
+    if host != platform.node():
+        return None
+    try:
+        return repr(psutil.Process(int(pid)).create_time()) == started
+    except (psutil.Error, ValueError):
+        return False
 
 
 def cpu_name() -> str:

@@ -21,6 +21,8 @@ from ntkbench.record import STATUSES
 
 DEFAULT_OUTBOX = "mlruns-outbox"
 JOURNAL_FORMAT = 1
+HEARTBEAT_TAG = "ntkbench_heartbeat"
+"""A live run's latest sign of life (ms since the epoch), set every ``Run.HEARTBEAT_S`` seconds."""
 RECORD_ID_TAG = "ntkbench_record_id"
 """Every run, live or imported, carries its journal's id: :func:`~ntkbench.tracking.sync.sync`
 skips journals already in the store."""
@@ -77,6 +79,17 @@ class Journal:
         part.rename(self.path)
         self.lines = []
         return self.path
+
+    def touch(self) -> None:
+        """Set the file's modification time to now: the journal's heartbeat."""
+        if self.path is not None:
+            os.utime(self.path)
+
+    def discard(self) -> None:
+        """Close and remove the file: every event is in the store."""
+        self.close()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._file:

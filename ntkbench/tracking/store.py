@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ntkbench.tracking.journal import RECORD_ID_TAG
+from ntkbench.tracking.schema import open_client
 
 if TYPE_CHECKING:
     import pandas
@@ -26,17 +27,14 @@ def resolve_uri(uri: str | None) -> str:
 
 
 def client(uri: str, hint: str) -> MlflowClient:
-    """An MLflow client of ``uri``. A missing MLflow or a store that cannot be opened is a
-    ValueError that ends with ``hint`` (what else the user can do)."""
+    """An MLflow client of ``uri`` with its schema ready (``schema.open_client``). A missing
+    MLflow is a ValueError that ends with ``hint`` (what else the user can do); a store that
+    cannot be opened is a ``StoreUnavailable``, a half-migrated one a ``StoreBroken``."""
     try:
-        from mlflow import MlflowClient
+        import mlflow  # noqa: F401
     except ImportError as e:
         raise ValueError(f"MLflow cannot be imported ({e}); install it, {hint}") from None
-    try:
-        return MlflowClient(uri)
-    except Exception as e:  # a bad scheme, an unreadable file: whatever MLflow raises
-        raise ValueError(f"the MLflow store {uri} cannot be opened ({type(e).__name__}: {e}); "
-                         f"fix --tracking-uri or $MLFLOW_TRACKING_URI, {hint}") from None
+    return open_client(uri)
 
 
 def apply(client: MlflowClient, run_id: str | None, event: dict[str, Any]) -> str:
