@@ -2,7 +2,6 @@
 ``METHODS.list()``, so a new method is tested without writing a test."""
 
 import dataclasses
-import time
 
 import pytest
 import torch
@@ -12,10 +11,9 @@ from ntkbench.methods import METHODS
 
 TASK = tasks.get("iris", n_train=30, n_test=15)  # 3 classes, inputs (4,)
 ARCH = arch.get("mlp", depth=1, width=16)
-
-# Speed is benchmarked elsewhere (`make bench`); this generous budget only catches hangs and
-# pathological cost on a 30-sample task. Measured on 2 CPU cores: at most 1.5 s (entk, first call).
-BUDGET_S = 60.0
+# No time limit here: a wall-clock bound depends on the machine and its load. Speed is
+# benchmarked by `make perf`; a hang is caught by the time limit .ci/run puts on `make test`,
+# and pytest's --durations (in `make test`) shows a method that became slow.
 
 
 def build(name: str, seed: int = 0):
@@ -32,13 +30,10 @@ def name(request) -> str:
 def test_predict_gives_finite_float_scores_per_class(name):
     x, labels = TASK.train
     x_test, _ = TASK.test
-    start = time.perf_counter()
     scores = build(name).fit(x, labels, TASK.num_classes).predict(x_test)
-    elapsed = time.perf_counter() - start
     assert isinstance(scores, torch.Tensor) and scores.is_floating_point()
     assert scores.shape == (len(x_test), TASK.num_classes)
     assert torch.isfinite(scores).all()
-    assert elapsed < BUDGET_S, f"{name}: fit + predict took {elapsed:.1f} s on 30 samples"
 
 
 def test_same_seed_gives_identical_predictions(name):

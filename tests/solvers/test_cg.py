@@ -68,6 +68,9 @@ def test_the_preconditioner_cuts_iterations():
     plain = cg_ridge(dense(p.k), p.y, p.ridge, CGSettings(1e-4, 1000, 0))  # plain CG's floor is ~1e-5
     pivoted = cg_ridge(dense(p.k), p.y, p.ridge, CGSettings(1e-4, 1000, 50))
     assert plain.converged and pivoted.converged
+    # Counts, not exact ones: iterations grow like sqrt(kappa), and the rank-50 preconditioner cuts
+    # kappa by orders of magnitude. Measured 22 vs 271-301 across BLAS code paths and threads,
+    # so a factor of 2 leaves room for any rounding.
     assert pivoted.iterations < plain.iterations / 2
 
 
@@ -79,9 +82,19 @@ def test_matrix_free_equals_dense_cg_and_never_holds_k():
     torch.testing.assert_close(free.diagonal(), p.k.diagonal(), rtol=0, atol=1e-12)
     a_free = cg_ridge(free, p.y, p.ridge, TIGHT)
     a_dense = cg_ridge(dense(p.k), p.y, p.ridge, TIGHT)
-    # Each satisfies ||x - x*|| <= kappa · tol ||x*||, so they differ by at most twice that.
+    # What CG guarantees, not how many iterations it takes to get there: the count depends on the
+    # rounding of the products (tiled vs one matmul, the BLAS, threads), and it was seen at 49 vs 47.
+    # CG stops once the mean over the c columns of ||r_c|| / ||y_c|| is <= tol, so each column's is
+    # <= c·tol; and (K + lam' I)(x - x*) = -r gives ||x - x*|| / ||x*|| <= kappa ||r|| / ||y||
+    # per column. LU's reference and the recomputed residual are good to ~10 eps·kappa more.
+    columns, eps = p.y.shape[1], torch.finfo(p.k.dtype).eps
+    for result in (a_free, a_dense):
+        assert result.converged and result.residual <= TIGHT.tolerance
+        assert 0 < result.iterations <= TIGHT.max_iterations
+        assert result.residual_max <= columns * TIGHT.tolerance
+        assert relative_error(result.alpha, p.reference).max() <= p.kappa * (result.residual_max + 10 * eps * p.kappa)
+    # So the two differ by at most the sum of their bounds (||x*|| and ||x_dense|| agree to that).
     assert relative_error(a_free.alpha, a_dense.alpha).max() <= 2 * p.kappa * max(a_free.residual_max, a_dense.residual_max)
-    assert abs(a_free.iterations - a_dense.iterations) <= 1
     # Tiles of at most 64×64, and single rows (1×200) for the pivoted Cholesky: never 200×200.
     assert max(r * c for r, c in sizes) <= 64 * 64 and (1, 200) in sizes and (64, 64) in sizes
 
