@@ -17,7 +17,7 @@ from typing import Any
 from ntkbench.methods import AT_EPOCH
 from ntkbench.record import RunRecord, from_mlflow_row
 from ntkbench.study.grid import display_order, reference, target
-from ntkbench.study.run import STUDY_ID_TAG, STUDY_TAG, VARIANT_TAG
+from ntkbench.study.run import LABEL_NOISE, STUDY_ID_TAG, STUDY_TAG, VARIANT_TAG
 
 EVALUATION = {"test": "test_accuracy", "train": "train_accuracy", "fit": "time_fit_s", "total": "time_total_s",
               "peak": "peak_memory_mb"}
@@ -32,7 +32,7 @@ def _row(record: RunRecord, variant: str) -> dict[str, Any]:
     config, evaluation = record.config, record.evaluation
     return {"task": record.task, "method": record.method, "variant": variant,
             "epoch": int(config.method_options[AT_EPOCH]) if target(record.method) else 0,
-            "n": record.n_train, "p": float(config.task_options["label_noise"]), "seed": record.seed,
+            "n": record.n_train, "p": float(config.task_options[LABEL_NOISE]), "seed": record.seed,
             "run_id": record.run_id,
             **{col: float(getattr(evaluation, name)) for col, name in EVALUATION.items()},
             **{col: float(record.metrics.get(name, math.nan)) for col, name in METRICS.items()}}

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from ntkbench.record import RunRecord
 
 STUDY_TAG, STUDY_ID_TAG, VARIANT_TAG = "ntkbench_study", "ntkbench_study_id", "ntkbench_study_variant"
+LABEL_NOISE = "label_noise"
+"""The task option the study sweeps with the grid's ``label_noise``."""
 
 
 def _task_options(name: str, task: str, arch: str, grid: StudyGrid) -> dict[str, Any]:
@@ -54,7 +56,7 @@ def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None 
                        **{f"{m}.{k}": v for k, v in grid.method_options(variant).items()}}
             for p in grid.label_noise:
                 records += runner.run(task=name, method=m, arch=arch, seeds=grid.seeds, device=device,
-                                      options={**options, "task.label_noise": p}, tracking_uri=tracking_uri,
+                                      options={**options, f"task.{LABEL_NOISE}": p}, tracking_uri=tracking_uri,
                                       n_trains=n_trains if p == 0 else n_trains[-1:],
                                       tags={**tags, VARIANT_TAG: variant.label}, nn_outputs=outputs,
                                       tracking=tracking, outbox=outbox)
