@@ -1,14 +1,16 @@
 """The study grid, its runs into a temporary SQLite store, and the rendered report."""
 
-import dataclasses
 import html
 import math
 import re
 
 import pytest
+from mlflow import MlflowClient
 
 from ntkbench import cli, runner, study
 from ntkbench.leaderboard.render import escape_markdown
+from ntkbench.methods import AT_EPOCH, METHODS, linearizes, option_names
+from ntkbench.record import FINGERPRINT_TAG
 from ntkbench.tracking import runs_frame
 
 ARCH = {"depth": 1, "width": 16}
@@ -29,13 +31,36 @@ def store(tmp_path_factory):
 
 def test_grids_are_declared():
     labels = [v.label for v in study.STUDY_GRID.variants]
-    assert labels == ["nn", "taylor@0", "taylor@1", "taylor@5", "taylor@end", "entk@0", "entk@1", "entk@5",
-                      "entk@end", "ntk", "nngp"]
-    assert dict(study.STUDY_GRID.variants[4].options) == {"at_epoch": 40}
+    assert labels == ["nn", "entk@0", "entk@1", "entk@5", "entk@end", "taylor@0", "taylor@1", "taylor@5",
+                      "taylor@end", "nngp", "ntk"]
+    assert dict(study.STUDY_GRID.variants[4].options) == {AT_EPOCH: 40}
     assert study.STUDY_GRID.label_noise == (0.0, 0.2, 0.5, 1.0) and study.STUDY_GRID.seeds == (0, 1, 2)
     quick = study.QUICK_GRID
-    assert (quick.seeds, quick.label_noise, quick.n_trains, quick.epochs) == ((0,), (0.0, 0.5), (100,), 5)
+    assert (quick.seeds, quick.label_noise, quick.n_trains) == ((0,), (0.0, 0.5), (100,))
+    assert dict(quick.training) == {"epochs": 5, "diagnostics_every": 1}
     assert "taylor@end" in [v.label for v in quick.variants] and "taylor@5" not in [v.label for v in quick.variants]
+
+
+@pytest.mark.parametrize("grid", [study.STUDY_GRID, study.QUICK_GRID, GRID], ids=["study", "quick", "test"])
+def test_the_grid_follows_what_the_methods_declare(grid):
+    """Every registered method is in the grid, after the method it linearizes, with one variant per
+    epoch it is taken at; each training option goes to exactly the methods that have it."""
+    methods = [v.method for v in grid.variants]
+    assert set(methods) == set(METHODS.list())
+    training = dict(grid.training)
+    for i, variant in enumerate(grid.variants):
+        options = grid.method_options(variant)
+        assert {k for k in training if k in options} == {k for k in training if k in option_names(variant.method)}
+        if linearizes(variant.method) is None:
+            assert variant.label == variant.method and AT_EPOCH not in options
+            continue
+        assert methods.index(linearizes(variant.method)) < i
+        k = options[AT_EPOCH]
+        assert variant.label == f"{variant.method}@{'end' if k == training['epochs'] else k}"
+    assert study.reference(methods) in methods and linearizes(study.reference(methods)) is None
+    assert study.display_order(["ntk", "taylor", "nn", "entk"]) == ["nn", "entk", "taylor", "ntk"]
+    assert [v.label for v in study.make_grid(epochs=3, at_epochs=(1,), methods=("taylor", "nn")).variants] == \
+        ["nn", "taylor@1", "taylor@end"]
 
 
 def test_run_study_runs_every_task_variant_noise_size_and_seed(store):
@@ -103,6 +128,8 @@ def test_runs_are_tagged_and_linearizations_get_their_gap(store):
     uri, root, _ = store
     frame = runs_frame(uri)
     assert set(frame["tags.ntkbench_study"]) == {"iris"} and frame["tags.ntkbench_study_id"].nunique() == 1
+    labels = {v.label: v.method for v in GRID.variants}
+    assert all(labels[v] == m for v, m in zip(frame[f"tags.{study.VARIANT_TAG}"], frame["params.method"]))
     linear = frame[frame["params.method"].isin(["taylor", "entk"])]
     assert linear["metrics.linearization_gap_rms"].notna().all()
     taylor0 = linear[(linear["params.method"] == "taylor") & (linear["params.method.at_epoch"] == "0")]
@@ -114,11 +141,10 @@ def test_runs_are_tagged_and_linearizations_get_their_gap(store):
 def test_ordinary_runs_and_other_studies_stay_out_of_the_report(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     small = study.make_grid(epochs=1, at_epochs=(), label_noise=(0.0,), n_trains=(30,), seeds=(0,), teacher=False,
-                            task_options=(("n_test", 20),))
-    small = dataclasses.replace(small, variants=small.variants[:1])  # nn only
+                            task_options=(("n_test", 20),), methods=("nn",))
     runner.run(task="iris", method="ntk", options={"task.n_train": 30, "task.n_test": 20}, tracking_uri=uri)
     study.run_study("iris", arch_options=ARCH, tracking_uri=uri, grid=small, device="cpu")
-    study.run_study("iris", arch_options=ARCH, tracking_uri=uri, grid=small, device="cpu")
+    (second,) = study.run_study("iris", arch_options=ARCH, tracking_uri=uri, grid=small, device="cpu")
     ids = sorted(set(runs_frame(uri)["tags.ntkbench_study_id"].dropna()))
     assert len(ids) == 2
     latest = study.render_report("iris", uri, tmp_path / "a").read_text()
@@ -127,6 +153,8 @@ def test_ordinary_runs_and_other_studies_stay_out_of_the_report(tmp_path):
     assert "| iris | ntk |" not in (tmp_path / "a" / "study-iris.md").read_text()
     missing = study.render_report("iris", uri, tmp_path / "c", study_id="iris-nope").read_text()
     assert "No study iris-nope yet" in missing
+    MlflowClient(uri).delete_tag(second.run_id, FINGERPRINT_TAG)  # as a run that ntkbench's runner did not write
+    assert f"No study {ids[1]} yet" in study.render_report("iris", uri, tmp_path / "d").read_text()
 
 
 def test_intervals_and_correlations_are_exact():

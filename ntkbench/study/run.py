@@ -1,0 +1,63 @@
+"""Running a study: every variant of the grid on the task and on ``teacher``, through
+:func:`ntkbench.runner.run`, each run tagged with the study and its variant.
+
+Tags: :data:`STUDY_TAG` (the task), :data:`STUDY_ID_TAG` (``<task>-<UTC time>``, so the latest
+study sorts last) and :data:`VARIANT_TAG` (the variant's label, e.g. ``taylor@end``). Label noise
+is swept at the largest n_train only; the n_train sweep runs at label noise 0.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from ntkbench.study.grid import QUICK_GRID, STUDY_GRID, StudyGrid
+
+if TYPE_CHECKING:
+    from ntkbench.record import RunRecord
+
+STUDY_TAG, STUDY_ID_TAG, VARIANT_TAG = "ntkbench_study", "ntkbench_study_id", "ntkbench_study_variant"
+LABEL_NOISE = "label_noise"
+"""The task option the study sweeps with the grid's ``label_noise``."""
+
+
+def _task_options(name: str, task: str, arch: str, grid: StudyGrid) -> dict[str, Any]:
+    if name == "teacher" and task != "teacher":
+        return {"arch": arch, **dict(grid.teacher_options)}
+    return dict(grid.task_options)
+
+
+def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None = None, quick: bool = False,
+              tracking_uri: str | None = None, grid: StudyGrid | None = None, device: str = "auto",
+              tracking: str = "mlflow", outbox: str | None = None) -> list[RunRecord]:
+    """Run ``grid`` (default :data:`STUDY_GRID`, or :data:`QUICK_GRID` with ``quick``) on ``task``
+    and ``teacher``: one :func:`ntkbench.runner.run` per (task, variant, label noise), all tagged
+    with one study id. n_train values are capped to the task's training set size. The variants
+    run in the grid's order and share one store of test outputs, so a linearization compares
+    its outputs with the run of the network it linearizes. ``tracking`` and ``outbox`` are the
+    runner's."""
+    from ntkbench import runner
+    from ntkbench import tasks as task_lib
+
+    grid = grid or (QUICK_GRID if quick else STUDY_GRID)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    tags = {STUDY_TAG: task, STUDY_ID_TAG: f"{task}-{stamp}"}
+    outputs: dict[tuple, Any] = {}
+    names = (task, "teacher") if grid.teacher and task != "teacher" else (task,)
+    records: list[RunRecord] = []
+    for name in names:
+        topts = _task_options(name, task, arch, grid)
+        size = len(task_lib.get(name, **{k: v for k, v in topts.items() if k != "n_train"}).train[1])
+        n_trains = tuple(sorted({min(n, size) for n in grid.n_trains}))
+        for variant in grid.variants:
+            m = variant.method
+            options = {**{f"task.{k}": v for k, v in topts.items()},
+                       **{f"arch.{k}": v for k, v in (arch_options or {}).items()},
+                       **{f"{m}.{k}": v for k, v in grid.method_options(variant).items()}}
+            for p in grid.label_noise:
+                records += runner.run(task=name, method=m, arch=arch, seeds=grid.seeds, device=device,
+                                      options={**options, f"task.{LABEL_NOISE}": p}, tracking_uri=tracking_uri,
+                                      n_trains=n_trains if p == 0 else n_trains[-1:],
+                                      tags={**tags, VARIANT_TAG: variant.label}, nn_outputs=outputs,
+                                      tracking=tracking, outbox=outbox)
+    return records
