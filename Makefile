@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 # torch 2.14.1 / torchvision 0.29.1 are the newest releases this project's machines hold on disk.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-# `make bench TASK=wine`: every method, 3 seeds, on embedded data; logged to MLflow (mlflow.db).
+# `make bench TASK=wine`: every method, 3 seeds, on embedded data; logged to MLflow (mlflow.db),
+# then the local leaderboard (see `leaderboard`).
 TASK ?= digits
 SEEDS ?= 0,1,2
 ifneq (,$(findstring imagenet,$(TASK)))
@@ -20,7 +21,7 @@ BENCH_SET ?= --set arch.depth=2 --set arch.width=256
 STUDY_SET ?= $(BENCH_SET)
 endif
 
-.PHONY: install test bench study data leaderboard validate ui sync bench-kernels perf nt-env clean
+.PHONY: install test bench study data leaderboard validate check-leaderboard ui sync bench-kernels perf nt-env clean
 
 install: $(VENV)/.installed
 
@@ -51,12 +52,20 @@ study: install
 data: install
 	$(PY) -c "from ntkbench.tasks.torchvision import download; print(download('$(DATASET)'))"
 
-# leaderboard/README.md and leaderboard/site/index.html from mlflow.db and leaderboard/entries/.
+# The local leaderboard: mlflow.db and leaderboard/entries/ rendered into leaderboard/local/
+# (git-ignored): README.md, site/index.html and leaderboard.csv.
 leaderboard: install
 	$(PY) -m ntkbench.cli leaderboard
 
-validate: install
+# The entries and leaderboard/verified.json, one line per problem; then check-leaderboard.
+validate: check-leaderboard
 	$(PY) -m ntkbench.cli validate leaderboard/entries
+
+# The committed leaderboard/README.md, site/index.html and leaderboard.csv must be what
+# leaderboard/entries/ alone renders to, byte for byte. To update them after an export:
+# ntkbench leaderboard --entries-only --out leaderboard
+check-leaderboard: install
+	$(PY) -m ntkbench.cli leaderboard --check --out leaderboard
 
 # The MLflow UI on the same store as `make bench` (http://127.0.0.1:5000).
 ui: install

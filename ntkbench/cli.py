@@ -73,10 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", default=None, help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
     add_tracking_options(run)
     run.add_argument("--no-track", dest="tracking", action="store_const", const="off", help="same as --tracking off")
-    board = sub.add_parser("leaderboard", help="render leaderboard/README.md and leaderboard/site/ from MLflow and entries")
+    board = sub.add_parser("leaderboard", help="render README.md, site/index.html and leaderboard.csv from the "
+                                               "MLflow store and the committed entries")
     board.add_argument("--tracking-uri", default=None)
     board.add_argument("--entries", type=Path, default=Path("leaderboard/entries"))
-    board.add_argument("--out", type=Path, default=Path("leaderboard"))
+    board.add_argument("--verified", type=Path, default=None, help=VERIFIED_HELP)
+    board.add_argument("--out", type=Path, default=None,
+                       help="output folder; default leaderboard/local (git-ignored), with --check leaderboard")
+    board.add_argument("--entries-only", action="store_true",
+                       help="the entries alone, no MLflow runs: how the committed leaderboard/ is rendered")
+    board.add_argument("--check", action="store_true",
+                       help="render the entries alone into a temporary folder and compare it byte for byte with "
+                            "--out; exit 1 naming each stale file")
     study = sub.add_parser("study", help="run the study grid (ntkbench.study) on a task and teacher, then render its report")
     study.add_argument("--task", required=True)
     study.add_argument("--arch", default="mlp")
@@ -91,12 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--tracking-uri", default=None)
     report.add_argument("--study-id", default=None, help="the study's ntkbench_study_id tag (default: the latest study of the task)")
     report.add_argument("--out", type=Path, default=Path("leaderboard/site"))
-    export = sub.add_parser("export", help="write leaderboard entries (one per task, method, arch) from MLflow runs")
+    export = sub.add_parser("export", help="write leaderboard entries (one per config and device) from MLflow runs")
     export.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     export.add_argument("--tracking-uri", default=None)
     export.add_argument("--out", type=Path, default=Path("leaderboard/entries"))
-    validate = sub.add_parser("validate", help="check entry files against the schema; report every bad file")
+    validate = sub.add_parser("validate", help="check entry files and the maintainers' verified.json; report "
+                                               "every problem, one line each")
     validate.add_argument("path", type=Path)
+    validate.add_argument("--verified", type=Path, default=None, help=VERIFIED_HELP)
     sync = sub.add_parser("sync", help="import the run records of an outbox (--tracking offline) into an MLflow store")
     sync.add_argument("--outbox", default=None, help=OUTBOX_HELP)
     sync.add_argument("--tracking-uri", default=None, help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
@@ -107,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 OUTBOX_HELP = "folder of offline run records; default $NTKBENCH_OUTBOX or ./mlruns-outbox"
+VERIFIED_HELP = "the maintainers' list of reproduced entries; default verified.json beside the entries folder"
 
 
 def add_tracking_options(parser: argparse.ArgumentParser) -> None:
@@ -209,14 +220,16 @@ def _interrupted(e: KeyboardInterrupt) -> int:
 
 
 def _leaderboard_command(args: argparse.Namespace) -> int:
-    from ntkbench.leaderboard import build
-    from ntkbench.leaderboard.entries import export, validate
+    from ntkbench.leaderboard import build, stale
+    from ntkbench.leaderboard.entries import validate
+    from ntkbench.leaderboard.export import export
+    from ntkbench.leaderboard.render import RENDERED
 
     if args.command == "validate":
         if not args.path.exists():
             print(f"ntkbench: error: {args.path} does not exist; expected an entry file or a folder of them", file=sys.stderr)
             return 2
-        problems = validate(args.path)
+        problems = validate(args.path, args.verified)
         for problem in problems:
             print(problem, file=sys.stderr)
         print(f"{len(problems)} problem(s) in {args.path}")
@@ -229,10 +242,19 @@ def _leaderboard_command(args: argparse.Namespace) -> int:
             return 2
         print("\n".join(str(p) for p in paths))
         return 0
-    shown, problems = build(args.tracking_uri, args.entries, args.out)
+    if args.check:
+        out = args.out or Path("leaderboard")
+        paths = stale(args.entries, out, args.verified)
+        for path in paths:
+            print(f"ntkbench: error: {path} is stale: it is not what {args.entries} renders to; run `ntkbench "
+                  f"leaderboard --entries-only --out {out}` and commit the result", file=sys.stderr)
+        return 1 if paths else 0
+    out = args.out or Path("leaderboard/local")
+    rows, problems = build(args.tracking_uri, args.entries, out, args.verified, entries_only=args.entries_only)
     for problem in problems:
-        print(f"ntkbench: skipped bad entry: {problem}", file=sys.stderr)
-    print(f"leaderboard: {shown} results -> {args.out / 'README.md'}, {args.out / 'site' / 'index.html'}")
+        print(f"ntkbench: left out: {problem}", file=sys.stderr)
+    print(f"leaderboard: {len(rows)} rows ({sum(r.seeds for r in rows)} runs) -> "
+          + ", ".join(str(out / name) for name in RENDERED))
     return 0
 
 

@@ -1,6 +1,6 @@
 """The leaderboard's plots, as SVG text to inline in the static page.
 
-Each function takes the aggregated rows of one task (:class:`ntkbench.leaderboard.render.Row`)
+Each function takes the ranked rows of one task (:class:`ntkbench.leaderboard.ranking.Row`)
 and returns an ``<svg>`` element as a string. The figures are drawn without pyplot (no global
 backend switch, no GUI) on an Agg canvas and saved as SVG under matplotlib's default style, with
 text kept as text (``svg.fonttype = none``), no date in the metadata and a fixed hash salt per
@@ -14,7 +14,7 @@ import io
 import math
 import re
 from html import escape
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import matplotlib as mpl
@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 if TYPE_CHECKING:
-    from ntkbench.leaderboard.render import Row
+    from ntkbench.leaderboard.ranking import Row
 
 __all__ = ["method_colors", "accuracy_vs_time", "learning_curves", "seed_spread"]
 
@@ -49,12 +49,22 @@ def _text(s: str) -> str:
     return "\u200b" + s if s.startswith("_") else s
 
 
-def _series_label(row: Row, several_archs: bool) -> str:
-    return _text(f"{row.method} · {row.arch}" if several_archs else row.method)
+def _series(row: Row) -> tuple[str, str, str, str]:
+    """What a series (a legend entry, a learning curve) is of: every part of a row's identity
+    but the n_train."""
+    return (row.method, row.label, row.source, row.device)
 
 
-def _row_label(row: Row) -> str:
-    return _text(f"{row.method} · {row.arch} · n={row.n_train}")
+def _namer(rows: Sequence[Row]) -> Callable[[Row], str]:
+    """Names for the rows of one task: the method, then the label, source and device where the
+    rows differ in them (the label also where several architectures are shown)."""
+    shown = [i == 0 or len({_series(r)[i] for r in rows}) > 1 for i in range(4)]
+    shown[1] = shown[1] or len({r.arch for r in rows}) > 1
+    return lambda row: _text(" · ".join(part for part, show in zip(_series(row), shown) if show))
+
+
+def _row_label(row: Row, name: Callable[[Row], str]) -> str:
+    return f"{name(row)} · n={row.n_train}"
 
 
 def _new_figure(height_in: float) -> Figure:
@@ -117,16 +127,16 @@ def accuracy_vs_time(rows: Sequence[Row], colors: dict[str, str], key: str) -> s
     dashed staircase. Non-positive times are drawn at half the smallest positive one."""
     positive = [r.time_total_s for r in rows if math.isfinite(r.time_total_s) and r.time_total_s > 0]
     floor = min(positive) / 2 if positive else 1e-3
-    archs = sorted({r.arch for r in rows})
-    several = len(archs) > 1
+    labels = sorted({r.label for r in rows})
+    name = _namer(rows)
     fig = _new_figure(4.4)
     ax = fig.add_subplot()
     seen: set[str] = set()
     for r in rows:
-        label = _series_label(r, several)
+        label = name(r)
         ax.errorbar(
             _positive(r.time_total_s, floor), 100 * r.acc_mean, yerr=100 * r.acc_std,
-            fmt=_MARKERS[archs.index(r.arch) % len(_MARKERS)], color=colors[r.method],
+            fmt=_MARKERS[labels.index(r.label) % len(_MARKERS)], color=colors[r.method],
             markersize=6, capsize=3, label=None if label in seen else label,
         )
         seen.add(label)
@@ -137,7 +147,7 @@ def accuracy_vs_time(rows: Sequence[Row], colors: dict[str, str], key: str) -> s
         ax.step(xs, ys, where="post", color="0.35", linestyle="--", linewidth=1, zorder=1, label="Pareto front")
         ax.scatter(xs, ys, s=160, facecolors="none", edgecolors="0.2", linewidths=1.2, zorder=3)
         for r, x, y in zip(front, xs, ys):
-            ax.annotate(_row_label(r), (x, y), textcoords="offset points", xytext=(7, -11), fontsize=7, color="0.25")
+            ax.annotate(_row_label(r, name), (x, y), textcoords="offset points", xytext=(7, -11), fontsize=7, color="0.25")
     ax.set_xscale("log")
     lo, hi = ax.get_xlim()
     ax.xaxis.set_major_formatter(_SECONDS)
@@ -151,25 +161,26 @@ def accuracy_vs_time(rows: Sequence[Row], colors: dict[str, str], key: str) -> s
 
 @_styled
 def learning_curves(rows: Sequence[Row], colors: dict[str, str], key: str) -> str | None:
-    """Test accuracy against n_train for each (method, arch) of one task that has runs at two or
-    more n_train values; ``None`` when no method has. Log x when n_train spans a factor ≥ 4."""
-    groups: dict[tuple[str, str], list[Row]] = {}
+    """Test accuracy against n_train for each series (method, label, source, device) of one task
+    with rows at two or more n_train values; ``None`` when there is none. Log x when n_train
+    spans a factor ≥ 4."""
+    groups: dict[tuple[str, str, str, str], list[Row]] = {}
     for r in rows:
-        groups.setdefault((r.method, r.arch), []).append(r)
+        groups.setdefault(_series(r), []).append(r)
     curves = {k: sorted(v, key=lambda r: r.n_train) for k, v in sorted(groups.items()) if len({r.n_train for r in v}) > 1}
     if not curves:
         return None
-    several = len({arch for _, arch in curves}) > 1
-    archs = sorted({arch for _, arch in curves})
+    name = _namer([r for pts in curves.values() for r in pts])
+    labels = sorted({key[1] for key in curves})
     fig = _new_figure(4.0)
     ax = fig.add_subplot()
     ns: set[int] = set()
-    for (method, arch), pts in curves.items():
+    for (method, label, _, _), pts in curves.items():
         ns.update(r.n_train for r in pts)
         ax.errorbar(
             [r.n_train for r in pts], [100 * r.acc_mean for r in pts], yerr=[100 * r.acc_std for r in pts],
-            fmt="-" + _MARKERS[archs.index(arch) % len(_MARKERS)], color=colors[method], capsize=3,
-            label=_series_label(pts[0], several),
+            fmt="-" + _MARKERS[labels.index(label) % len(_MARKERS)], color=colors[method], capsize=3,
+            label=name(pts[0]),
         )
     ticks = sorted(ns)
     if ticks[0] > 0 and ticks[-1] / ticks[0] >= 4:
@@ -199,7 +210,8 @@ def seed_spread(rows: Sequence[Row], colors: dict[str, str], key: str) -> str:
         ax.scatter([100 * a for a in r.accuracies], [y + o for o in offsets], s=18, color=color, alpha=0.8, zorder=3)
         ax.plot([100 * (r.acc_mean - r.acc_std), 100 * (r.acc_mean + r.acc_std)], [y, y], color=color, linewidth=1.5, alpha=0.6)
         ax.plot([100 * r.acc_mean], [y], marker="|", markersize=16, markeredgewidth=2, color=color)
-    ax.set_yticks(range(n), [_row_label(r) for r in reversed(ordered)], fontsize=8)
+    name = _namer(rows)
+    ax.set_yticks(range(n), [_row_label(r, name) for r in reversed(ordered)], fontsize=8)
     ax.set_ylim(-0.7, n - 0.3)
     ax.set_xlabel("test accuracy, % (dots: seeds; bar: mean; line: ± std)")
     ax.grid(True, axis="x", alpha=0.3)

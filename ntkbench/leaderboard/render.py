@@ -1,178 +1,54 @@
-"""Turn :class:`~ntkbench.leaderboard.record.Record` s (one per seed) into the ranked leaderboard:
-a Markdown ``README.md`` and a static ``site/index.html`` (no server, no CDN: CSS, JavaScript
-and the plots' SVG are all inline).
+"""Render the ranked rows (:mod:`ntkbench.leaderboard.ranking`) as the leaderboard: a Markdown
+``README.md``, a static ``site/index.html`` (no server, no CDN: CSS, JavaScript and the plots'
+SVG are all inline) and ``leaderboard.csv`` (one line per row, for pandas).
 
-- :func:`aggregate` groups the records by (task, method, arch, n_train) into :class:`Row` s,
-  ranked per task and marked when on the task's accuracy/time Pareto front.
-- :func:`render` writes both files; :func:`render_markdown` and :func:`render_html` return
-  their text.
-
-Rules, so that the board reads the same everywhere:
-
-- ``acc_mean`` is the mean test accuracy over the group's records, ``acc_std`` the sample
-  standard deviation (0 for one record); times are means, ``peak_memory_mb`` and ``n_params``
-  maxima. Records are sorted (seed, source, finished_at) before any sum, so the result does not
-  depend on the input order.
-- ``commit``: the common commit, or ``"mixed"`` when the records come from several (all of them
-  are in ``commits``, and the page lists them in a tooltip). ``device``: the common device, or
-  the distinct devices joined by ``", "``.
-- Status of a record: ``verified`` when reproduced by the maintainers (``Record.verified``),
-  otherwise ``local`` for an MLflow run (``source`` ``mlflow:...``) and ``self-reported`` for a
-  committed entry. A row's ``status`` joins its records' distinct statuses with ``" + "``;
-  ``verified`` is true only when every record is verified.
-- Rank, per task: higher ``acc_mean`` first (compared at 12 decimals, so means of equal
-  accuracies tie despite float rounding), then lower ``time_total_s``, then method, arch and
-  n_train; ranks are 1, 2, 3, ... with no shared places. A NaN accuracy or time ranks last.
-- Pareto front, per task: a row is on it when no other row of the task has a ``time_total_s`` at
-  most as large and an ``acc_mean`` at least as large, one of the two strictly (rows with a NaN
-  or infinite accuracy or time are left out of the front).
-
-Every string from a record is escaped (HTML with :func:`html.escape`, Markdown with
-:func:`escape_markdown`), and the output is byte-identical for the same records: nothing
-depends on the time of rendering; the page shows the data's latest ``finished_at``.
+:func:`render` writes the three files; :func:`render_markdown`, :func:`render_html` and
+:func:`render_csv` return their text. Every string from a row is escaped (HTML with
+:func:`html.escape`, Markdown with :func:`escape_markdown`, CSV by the ``csv`` module), and the
+output is byte-identical for the same rows: nothing depends on the time of rendering; the page
+shows the data's latest ``finished_at``.
 """
 
 from __future__ import annotations
 
+import csv
 import html
+import io
+import json
 import math
-import statistics
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
 from pathlib import Path
 
 from ntkbench.leaderboard import plots
-from ntkbench.leaderboard.record import Record
+from ntkbench.leaderboard.ranking import VERIFIED, Row
 
-__all__ = ["Row", "aggregate", "pareto_front", "render", "render_markdown", "render_html", "escape_markdown"]
+__all__ = ["RENDERED", "render", "render_markdown", "render_html", "render_csv", "escape_markdown"]
 
 HOW_TO_RUN = "make bench"
-_TIE_DECIMALS = 12
+RENDERED = ("README.md", "site/index.html", "leaderboard.csv")
 COLUMNS = (
-    "rank", "method", "architecture", "n_train", "test accuracy, % (mean ± std, seeds)",
+    "rank", "method", "config", "n_train", "test accuracy, % (mean ± std, seeds)",
     "fit time", "predict time", "total time", "peak memory", "parameters", "device", "commit",
-    "verified", "Pareto",
+    "source", "Pareto",
+)
+CSV_COLUMNS = (
+    "task", "method", "arch", "config", "label", "n_train", "test_accuracy_mean", "test_accuracy_std", "seeds",
+    "source", "device", "time_fit_s", "time_predict_s", "time_total_s", "peak_memory_mb", "n_params", "commit",
+    "rank", "pareto",
 )
 PARETO_MARK = "★"
 _NUMERIC = frozenset(COLUMNS[i] for i in (0, 3, 4, 5, 6, 7, 8, 9))
 _LEGEND = (
-    f"{PARETO_MARK} marks the task's Pareto front over total wall-clock time and mean test accuracy "
-    "(no other entry is both as fast and as accurate). Times are means over seeds, peak memory the "
-    "maximum. verified: reproduced by the maintainers; self-reported: a committed entry not yet "
-    "reproduced; local: an MLflow run on this machine. commit \"mixed\": the seeds come from "
-    "several commits."
+    f"{PARETO_MARK} marks the task's Pareto front over total wall-clock time (fit + test prediction) and "
+    "mean test accuracy (no other row is both as fast and as accurate). A row is one config on one device "
+    "from one source: runs that differ in any option, local runs and committed entries, and different "
+    "devices are never averaged; config names the options that set a row apart from its task's other "
+    "rows of the same method and architecture. Each seed counts once (the latest run of a seed is kept). "
+    "Times are means over seeds; peak memory is the most a run added over its process's level at the "
+    "start. verified: an entry the maintainers reproduced (leaderboard/verified.json); self-reported: a "
+    "committed entry not yet reproduced; local: a run of the MLflow store not in an entry. commit "
+    "\"mixed\": the seeds come from several commits."
 )
-
-
-@dataclass(frozen=True)
-class Row:
-    """One leaderboard entry: every seed of a (task, method, arch, n_train).
-
-    ``accuracies`` and ``seed_ids`` list the per-record test accuracies and seeds in seed order;
-    ``commits`` the distinct full commits; ``finished_at`` the latest of the records'.
-    """
-
-    task: str
-    method: str
-    arch: str
-    n_train: int
-    acc_mean: float
-    acc_std: float
-    seeds: int
-    time_fit_s: float
-    time_predict_s: float
-    time_total_s: float
-    peak_memory_mb: float
-    n_params: int
-    device: str
-    commit: str
-    verified: bool
-    status: str
-    rank: int
-    pareto: bool
-    accuracies: tuple[float, ...]
-    seed_ids: tuple[int, ...]
-    commits: tuple[str, ...]
-    finished_at: str
-
-
-def _status(record: Record) -> str:
-    if record.verified:
-        return "verified"
-    return "local" if record.source.startswith("mlflow:") else "self-reported"
-
-
-def _mean(xs: Sequence[float]) -> float:
-    return statistics.fmean(xs) if xs else math.nan
-
-
-def _sample_std(xs: Sequence[float]) -> float:
-    """Sample standard deviation (n - 1), 0 for one value, NaN when a value is not finite."""
-    if not all(math.isfinite(x) for x in xs):
-        return math.nan
-    return statistics.stdev(xs) if len(xs) > 1 else 0.0
-
-
-def _num(x: float, nan_as: float) -> float:
-    return nan_as if math.isnan(x) else x
-
-
-def _rank_key(row: Row) -> tuple[float, float, str, str, int]:
-    acc = _num(row.acc_mean, -math.inf)
-    acc = round(acc, _TIE_DECIMALS) if math.isfinite(acc) else acc
-    return (-acc, _num(row.time_total_s, math.inf), row.method, row.arch, row.n_train)
-
-
-def _dominates(a: Row, b: Row) -> bool:
-    at, bt = _num(a.time_total_s, math.inf), _num(b.time_total_s, math.inf)
-    aa, ba = _num(a.acc_mean, -math.inf), _num(b.acc_mean, -math.inf)
-    return at <= bt and aa >= ba and (at < bt or aa > ba)
-
-
-def pareto_front(rows: Sequence[Row]) -> list[Row]:
-    """The rows on their task's Pareto front (lower ``time_total_s``, higher ``acc_mean``), in the
-    input order. Rows of different tasks never dominate each other; equal rows are both kept;
-    a row with a non-finite accuracy or time is never on the front."""
-    ok = [r for r in rows if math.isfinite(r.acc_mean) and math.isfinite(r.time_total_s)]
-    return [r for r in ok if not any(o.task == r.task and _dominates(o, r) for o in ok)]
-
-
-def aggregate(records: Iterable[Record]) -> list[Row]:
-    """Group records by (task, method, arch, n_train) into ranked rows, sorted by task then rank,
-    with ``pareto`` set for the rows on their task's front (see the module's rules)."""
-    groups: dict[tuple[str, str, str, int], list[Record]] = {}
-    for rec in records:
-        groups.setdefault((rec.task, rec.method, rec.arch, rec.n_train), []).append(rec)
-    unranked: list[Row] = []
-    for (task, method, arch, n_train), recs in groups.items():
-        recs = sorted(recs, key=lambda r: (r.seed, r.source, r.finished_at))
-        accs = [float(r.test_accuracy) for r in recs]
-        commits = tuple(sorted({r.commit for r in recs}))
-        devices = sorted({r.device for r in recs})
-        unranked.append(Row(
-            task=task, method=method, arch=arch, n_train=n_train,
-            acc_mean=_mean(accs), acc_std=_sample_std(accs),
-            seeds=len(recs),
-            time_fit_s=_mean([r.time_fit_s for r in recs]),
-            time_predict_s=_mean([r.time_predict_s for r in recs]),
-            time_total_s=_mean([r.time_total_s for r in recs]),
-            peak_memory_mb=max(r.peak_memory_mb for r in recs),
-            n_params=max(r.n_params for r in recs),
-            device=", ".join(devices),
-            commit=commits[0] if len(commits) == 1 else "mixed",
-            verified=all(r.verified for r in recs),
-            status=" + ".join(sorted({_status(r) for r in recs})),
-            rank=0, pareto=False, accuracies=tuple(accs), seed_ids=tuple(r.seed for r in recs),
-            commits=commits, finished_at=max(r.finished_at for r in recs),
-        ))
-    rows: list[Row] = []
-    for task in sorted({r.task for r in unranked}):
-        ranked = sorted((r for r in unranked if r.task == task), key=_rank_key)
-        ranked = [replace(r, rank=i) for i, r in enumerate(ranked, start=1)]
-        front = {id(r) for r in pareto_front(ranked)}
-        rows.extend(replace(r, pareto=id(r) in front) for r in ranked)
-    return rows
-
 
 # -- formatting ---------------------------------------------------------------------------------
 
@@ -208,7 +84,7 @@ def _cells(row: Row) -> list[tuple[str, str | None]]:
     return [
         (str(row.rank), None),
         (row.method, None),
-        (row.arch, None),
+        (row.label, row.label),
         (str(row.n_train), None),
         (_fmt_accuracy(row), repr(row.acc_mean)),
         (_fmt_seconds(row.time_fit_s), repr(row.time_fit_s)),
@@ -218,7 +94,7 @@ def _cells(row: Row) -> list[tuple[str, str | None]]:
         (f"{row.n_params:,}", str(row.n_params)),
         (row.device, None),
         (_short_commit(row.commit), None),
-        (row.status, None),
+        (row.source, None),
         (PARETO_MARK if row.pareto else "", "1" if row.pareto else "0"),
     ]
 
@@ -230,10 +106,10 @@ def _by_task(rows: Sequence[Row]) -> dict[str, list[Row]]:
     return out
 
 
-def _summary(records: Sequence[Record], rows: Sequence[Row]) -> str:
-    latest = max(r.finished_at for r in records)
+def _summary(rows: Sequence[Row]) -> str:
+    latest = max(r.finished_at for r in rows)
     tasks = len({r.task for r in rows})
-    return (f"{len(records)} runs in {len(rows)} entries over {tasks} task" + ("" if tasks == 1 else "s")
+    return (f"{sum(r.seeds for r in rows)} runs in {len(rows)} rows over {tasks} task" + ("" if tasks == 1 else "s")
             + f"; latest run finished at {latest}.")
 
 
@@ -252,29 +128,29 @@ def escape_markdown(text: str) -> str:
     return "".join(_MD_ESCAPES.get(ch, ch) for ch in out)
 
 
-def render_markdown(records: Sequence[Record], problems: Sequence[str] = ()) -> str:
-    """The leaderboard as Markdown: one table per task, then the problems, if any."""
-    records = list(records)
+def render_markdown(rows: Sequence[Row], problems: Sequence[str] = ()) -> str:
+    """The leaderboard as Markdown: one table per task, then the problems, if any. The config
+    cell adds the fingerprint to the label (the page shows the whole config)."""
     lines = ["# ntkbench leaderboard", ""]
-    rows = aggregate(records)
     if not rows:
         lines += ["**No runs yet.** Create runs with `" + HOW_TO_RUN + "` (every method on the "
                   "`digits` task, logged to MLflow), then render the leaderboard again.", ""]
     else:
-        lines += [_summary(records, rows), "", escape_markdown(_LEGEND), ""]
+        lines += [_summary(rows), "", escape_markdown(_LEGEND), ""]
         for task, task_rows in _by_task(rows).items():
             lines += [f"## {escape_markdown(task)}", ""]
             lines.append("| " + " | ".join(escape_markdown(c) for c in COLUMNS) + " |")
             lines.append("|" + "|".join("---:" if c in _NUMERIC else "---" for c in COLUMNS) + "|")
             for r in task_rows:
-                lines.append("| " + " | ".join(escape_markdown(text) for text, _ in _cells(r)) + " |")
+                cells = [text for text, _ in _cells(r)]
+                cells[COLUMNS.index("config")] = f"{r.label} ({r.fingerprint})"
+                lines.append("| " + " | ".join(escape_markdown(text) for text in cells) + " |")
             lines.append("")
     if problems:
-        lines += ["## Problems", "", "These entry files could not be read and are left out:", ""]
+        lines += ["## Problems", "", "These files or runs could not be read and are left out:", ""]
         lines += [f"- {escape_markdown(p)}" for p in problems]
         lines.append("")
     return "\n".join(lines)
-
 
 
 # -- HTML ---------------------------------------------------------------------------------------
@@ -301,6 +177,7 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.pareto td { background: #fff8e1; }
 td.pareto { color: #b7791f; text-align: center; }
 td.status-verified { color: #1e7d32; font-weight: 600; }
+td details pre { margin: .2rem 0; font-size: 12px; }
 th.js-sort { cursor: pointer; user-select: none; }
 th.js-sort:hover, th.js-sort:focus { background: #e4e9ef; outline: none; }
 th[aria-sort="ascending"]::after { content: " \\25B2"; font-size: .7em; }
@@ -357,6 +234,19 @@ _JS = """
 """.strip()
 
 
+def _config_details(row: Row) -> str:
+    """The label, opening onto the fingerprint and the whole config as JSON."""
+    config = json.dumps(row.config.to_json(), sort_keys=True, indent=1, ensure_ascii=False)
+    return (f"<details><summary>{_e(row.label)}</summary>fingerprint <code>{_e(row.fingerprint)}</code>"
+            f"<pre>{_e(config)}</pre></details>")
+
+
+def _per_seed(row: Row) -> str:
+    """Each seed's accuracy; a seed run more than once says that its latest run is shown."""
+    return ", ".join(f"seed {s}: {100 * a:.2f}" + (f" (latest of {n} runs)" if n > 1 else "")
+                     for s, a, n in zip(row.seed_ids, row.accuracies, row.runs_per_seed))
+
+
 def _html_table(task_rows: Sequence[Row], index: int) -> str:
     head = "".join(
         '<th scope="col"' + (' class="num"' if c in _NUMERIC else "")
@@ -368,20 +258,22 @@ def _html_table(task_rows: Sequence[Row], index: int) -> str:
         cells = []
         for col, (text, sort) in zip(COLUMNS, _cells(r)):
             classes = ["num"] if col in _NUMERIC else []
-            attrs = ""
+            attrs, content = "", _e(text)
             if col == "Pareto":
                 classes = ["pareto"]
-            elif col == "verified":
-                classes.append("status-" + ("verified" if r.verified else "other"))
+            elif col == "config":
+                content = _config_details(r)
+            elif col == "source":
+                classes.append("status-" + ("verified" if r.source == VERIFIED else "other"))
+                attrs += f' title="verified by {_e(r.verified_by)}"' if r.verified_by else ""
             elif col == "commit":
                 attrs += f' title="{_e(", ".join(r.commits))}"'
             elif col.startswith("test accuracy"):
-                per_seed = ", ".join(f"seed {s}: {100 * a:.2f}" for s, a in zip(r.seed_ids, r.accuracies))
-                attrs += f' title="{_e(per_seed)}"'
+                attrs += f' title="{_e(_per_seed(r))}"'
             if sort is not None:
                 attrs += f' data-sort="{_e(sort)}"'
             cls = f' class="{" ".join(classes)}"' if classes else ""
-            cells.append(f"<td{cls}{attrs}>{_e(text)}</td>")
+            cells.append(f"<td{cls}{attrs}>{content}</td>")
         tr_cls = ' class="pareto"' if r.pareto else ""
         body.append(f"<tr{tr_cls}>" + "".join(cells) + "</tr>")
     return (f'<div class="table-wrap"><table class="sortable" id="table-{index}">\n'
@@ -392,10 +284,8 @@ def _figure(svg: str, caption: str) -> str:
     return f"<figure>\n<figcaption>{_e(caption)}</figcaption>\n{svg}</figure>"
 
 
-def render_html(records: Sequence[Record], problems: Sequence[str] = ()) -> str:
+def render_html(rows: Sequence[Row], problems: Sequence[str] = ()) -> str:
     """The leaderboard as one self-contained HTML page: tables, plots and problems."""
-    records = list(records)
-    rows = aggregate(records)
     parts = [
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -405,14 +295,14 @@ def render_html(records: Sequence[Record], problems: Sequence[str] = ()) -> str:
     ]
     by_task = _by_task(rows)
     if rows:
-        parts.append(f'<p class="summary">{_e(_summary(records, rows))}</p>')
+        parts.append(f'<p class="summary">{_e(_summary(rows))}</p>')
         parts.append("<nav>" + "".join(f'<a href="#task-{i}">{_e(t)}</a>' for i, t in enumerate(by_task)) + "</nav>")
     parts.append("</header>")
     parts.append("<main>")
     if problems:
         items = "".join(f"<li>{_e(p)}</li>" for p in problems)
         parts.append('<section class="problems" id="problems"><h2>Problems</h2>'
-                     f"<p>These entry files could not be read and are left out:</p><ul>{items}</ul></section>")
+                     f"<p>These files or runs could not be read and are left out:</p><ul>{items}</ul></section>")
     if not rows:
         parts.append(f'<p class="empty"><strong>No runs yet.</strong> Create runs with <code>{_e(HOW_TO_RUN)}</code> '
                      "(every method on the <code>digits</code> task, logged to MLflow), then render the "
@@ -435,12 +325,25 @@ def render_html(records: Sequence[Record], problems: Sequence[str] = ()) -> str:
     return "\n".join(parts)
 
 
-def render(records: Iterable[Record], out_dir: Path, problems: Sequence[str] = ()) -> None:
-    """Write ``out_dir/README.md`` and ``out_dir/site/index.html`` (UTF-8, ``\\n`` line ends),
-    creating the folders. ``problems`` (bad entry files, one line each) are listed in both."""
-    records = list(records)
+def render_csv(rows: Sequence[Row]) -> str:
+    """One line per row under :data:`CSV_COLUMNS`: ``config`` is the fingerprint, ``label`` the
+    options that set the row apart, ``seeds`` the number of distinct seeds; numbers as Python's
+    ``repr`` (full precision), so pandas reads them back exactly."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        writer.writerow([r.task, r.method, r.arch, r.fingerprint, r.label, r.n_train, repr(r.acc_mean),
+                         repr(r.acc_std), r.seeds, r.source, r.device, repr(r.time_fit_s), repr(r.time_predict_s),
+                         repr(r.time_total_s), repr(r.peak_memory_mb), r.n_params, r.commit, r.rank, r.pareto])
+    return out.getvalue()
+
+
+def render(rows: Sequence[Row], out_dir: Path, problems: Sequence[str] = ()) -> None:
+    """Write :data:`RENDERED` under ``out_dir`` (UTF-8, ``\\n`` line ends), creating the folders.
+    ``problems`` (files and runs left out, one line each) are listed in the README and the page."""
     out_dir = Path(out_dir)
-    site = out_dir / "site"
-    site.mkdir(parents=True, exist_ok=True)
-    (out_dir / "README.md").write_text(render_markdown(records, problems), encoding="utf-8", newline="\n")
-    (site / "index.html").write_text(render_html(records, problems), encoding="utf-8", newline="\n")
+    (out_dir / "site").mkdir(parents=True, exist_ok=True)
+    texts = (render_markdown(rows, problems), render_html(rows, problems), render_csv(rows))
+    for name, text in zip(RENDERED, texts):
+        (out_dir / name).write_text(text, encoding="utf-8", newline="\n")

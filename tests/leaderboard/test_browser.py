@@ -10,8 +10,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from board_records import local, make_record
 
-from ntkbench.leaderboard.record import Record
+from ntkbench.leaderboard.ranking import Result, aggregate
 from ntkbench.leaderboard.render import render
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
@@ -38,21 +39,15 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
-def make_records() -> list[Record]:
-    return [
-        Record(task=task, method=method, arch="mlp", n_train=n, seed=seed, test_accuracy=acc,
-               time_fit_s=0.8 * total, time_predict_s=0.1 * total, time_total_s=total,
-               peak_memory_mb=100.0, n_params=1000, device="cpu", commit="0123456789abcdef",
-               verified=False, source=f"mlflow:{method}{n}{seed}", finished_at="2025-01-01T00:00:00Z")
-        for task, method, n, accs, total in SPECS
-        for seed, acc in enumerate(accs)
-    ]
+def make_results() -> list[Result]:
+    return local(*(make_record(task, method, seed=seed, acc=acc, total=total, n_train=n)
+                   for task, method, n, accs, total in SPECS for seed, acc in enumerate(accs)))
 
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("leaderboard")
-    render(make_records(), out)
+    render(aggregate(make_results()), out)
     return out / "site" / "index.html"
 
 
