@@ -5,6 +5,7 @@
     ntkbench leaderboard | export RUN_ID... | validate PATH
     ntkbench study --task T [--arch A] [--quick] | report --task T [--study-id ID]
     ntkbench run|study ... --tracking offline [--outbox DIR]; later: ntkbench sync [--outbox DIR]
+    ntkbench server start|stop|status [--dir DIR] [--port P]   (PostgreSQL + mlflow server for a team)
 """
 
 from __future__ import annotations
@@ -110,6 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     sync = sub.add_parser("sync", help="import the run records of an outbox (--tracking offline) into an MLflow store")
     sync.add_argument("--outbox", default=None, help=OUTBOX_HELP)
     sync.add_argument("--tracking-uri", default=None, help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    server = sub.add_parser("server", help="a team tracking server: PostgreSQL and `mlflow server` (artifacts "
+                                           "proxied) with their data in one folder")
+    server.add_argument("action", choices=["start", "stop", "status"])
+    server.add_argument("--dir", type=Path, default=Path("tracking-server"), help="the server's folder "
+                        "(database, artifacts, logs); default ./tracking-server")
+    server.add_argument("--port", type=int, default=None, help="the mlflow server's port; default the folder's "
+                        "last one, else 5000")
+    server.add_argument("--host", default="127.0.0.1", help="interface the mlflow server binds; 0.0.0.0 serves "
+                        "other machines too (default 127.0.0.1)")
+    server.add_argument("--backend-store-uri", default=None, help="a database of your own "
+                        "(postgresql+psycopg2://USER@HOST:PORT/DB): then no PostgreSQL is started")
     lst = sub.add_parser("list", help="list registered tasks, methods or architectures")
     lst.add_argument("what", choices=["tasks", "methods", "archs"])
     lst.add_argument("pattern", nargs="?", default="*")
@@ -151,6 +163,8 @@ def _main(args: argparse.Namespace) -> int:
         return _study_command(args)
     if args.command == "sync":
         return _sync_command(args)
+    if args.command == "server":
+        return _server_command(args)
     try:
         n_trains = parse_ints("--n-train", args.n_train, 1) if args.n_train else ()
         results = run(task=args.task, method=args.method, arch=args.arch, seeds=parse_ints("--seeds", args.seeds, 0),
@@ -204,6 +218,31 @@ def _sync_command(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{outcomes.count(o)} {o}" for o in dict.fromkeys(outcomes))
     print(f"sync: {len(results)} record(s): {counts}" if results else "sync: no records in the outbox")
     return 2 if "bad" in outcomes else 1 if "failed" in outcomes else 0
+
+
+def _server_command(args: argparse.Namespace) -> int:
+    """start prints the tracking URI once the server answers; stop exits 1 if a process is left;
+    status exits 0 when every service runs, else 1. A bad folder or a failed start: exit 2."""
+    from ntkbench.tracking import server
+
+    try:
+        if args.action == "start":
+            if args.port is not None and not 0 < args.port < 65536:
+                raise server.ServerError(f"--port must be between 1 and 65535, got {args.port}")
+            print(server.start(args.dir, args.port, args.host, args.backend_store_uri))
+            return 0
+        if args.action == "stop":
+            print("\n".join(server.stop(args.dir)))
+            return 0
+        services = server.status(args.dir)
+    except server.ServerError as e:
+        print(f"ntkbench: error: {e}", file=sys.stderr)
+        return 1 if isinstance(e, server.StillRunning) else 2
+    except KeyboardInterrupt as e:
+        print("ntkbench: server start interrupted; what it started is stopped", file=sys.stderr)
+        return e.exit_code if isinstance(e, signals.Interrupted) else 130
+    print("\n".join(s.line() for s in services))
+    return 0 if all(s.state == "running" for s in services) else 1
 
 
 def _print_synced(result: SyncResult) -> None:

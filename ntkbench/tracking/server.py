@@ -1,0 +1,458 @@
+"""``ntkbench server``: a team tracking server in one folder, a local PostgreSQL and
+``mlflow server`` in front of it, for many workers logging at once over HTTP.
+
+    DIR/pgdata/        PostgreSQL's cluster (``initdb``), listening on 127.0.0.1 only
+    DIR/artifacts/     the runs' artifacts, proxied by the server (``--serve-artifacts``)
+    DIR/server.json    what was started: ports, the mlflow server's pid and its start time
+    DIR/mlflow.log, DIR/postgres.log, DIR/mlflow.pid
+
+What is guaranteed:
+
+- :func:`start` returns the tracking URI only once the server answers ``/health``, which it does
+  after it created or upgraded the database's schema (once, before any worker logs). If it does
+  not answer within the deadline, what this call started is stopped again and the error names
+  the log. Restarting a folder reuses its data; a server already running is left as it is.
+- :func:`stop` stops the mlflow server (its whole session: the uvicorn workers too) and
+  PostgreSQL, and raises unless no process of either is left.
+- PostgreSQL trusts connections from 127.0.0.1 (user ``mlflow``, database ``mlflow``): anyone
+  with a shell on this machine can reach it. Elsewhere, pass ``--backend-store-uri`` to a
+  database of your own and no PostgreSQL is started.
+
+``initdb`` refuses to run as root (sessions and CI run as root): then PostgreSQL runs as the
+``postgres`` user, which must be able to reach DIR. SQLAlchemy 2.1 maps ``postgresql://`` to
+psycopg 3, so the URIs here say ``postgresql+psycopg2://`` (ntkbench depends on psycopg2-binary).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from ntkbench import signals
+
+DEFAULT_PORT = 5000
+HEALTH_DEADLINE_S = 120.0
+DB_USER = DB_NAME = "mlflow"
+INSTALL_HINT = ("install PostgreSQL (`apt-get install postgresql`) or pass --backend-store-uri "
+                "postgresql+psycopg2://USER@HOST:PORT/DB to a database of your own")
+
+
+class ServerError(ValueError):
+    """What went wrong, in one line, with what to do or the log to read."""
+
+
+class StillRunning(ServerError):
+    """:func:`stop` left processes alive (their pids are in the message)."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The files of a server folder."""
+
+    root: Path
+
+    @property
+    def pgdata(self) -> Path:
+        return self.root / "pgdata"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "server.json"
+
+    @property
+    def mlflow_log(self) -> Path:
+        return self.root / "mlflow.log"
+
+    @property
+    def postgres_log(self) -> Path:
+        return self.root / "postgres.log"
+
+
+@dataclass(frozen=True)
+class Service:
+    """One process of the server: ``state`` is running, stopped or unknown (it was started on
+    another host, which this machine cannot see)."""
+
+    name: str
+    state: str
+    pid: int | None
+    port: int | None
+    uri: str
+
+    def line(self) -> str:
+        where = f", pid {self.pid}" if self.pid else ""
+        return f"{self.name}: {self.state}{where}, port {self.port or '-'}, {self.uri or '-'}"
+
+
+# ---- the commands ----------------------------------------------------------------------------
+
+def start(folder: str | Path, port: int | None = None, host: str = "127.0.0.1",
+          backend_store_uri: str | None = None, deadline_s: float = HEALTH_DEADLINE_S) -> str:
+    """Start PostgreSQL (unless ``backend_store_uri``) and ``mlflow server`` for ``folder``
+    and return the tracking URI once ``/health`` answers. ``port`` defaults to the folder's
+    last port, else 5000; ``host`` is the interface the mlflow server binds (0.0.0.0 serves other
+    machines too). Raises :class:`ServerError`."""
+    layout = Layout(Path(folder).resolve())
+    if layout.root.exists() and not layout.root.is_dir():
+        raise ServerError(f"--dir {layout.root} is a file; expected a folder for the server's data")
+    layout.root.mkdir(parents=True, exist_ok=True)
+    state = _read_state(layout)
+    mlflow = _mlflow_service(layout, state)
+    if mlflow.state == "running":
+        return mlflow.uri
+    port = port or state.get("port") or DEFAULT_PORT
+    if not _port_free(host, port):
+        raise ServerError(f"port {port} on {host} is in use by another program; pass --port with a free one")
+    user_backend = _normalize(backend_store_uri or state.get("backend_store_uri") or "") or None
+    started_db = user_backend is None and _postgres_service(layout).state != "running"
+    backend = user_backend or start_postgres(layout, state.get("postgres_port"))
+    process = _launch_mlflow(layout, backend, host, port)
+    _write_state(layout, {"port": port, "host": host, "pid": process.pid,
+                          "pid_start": repr(psutil.Process(process.pid).create_time()),
+                          "hostname": platform.node(), "backend_store_uri": user_backend,
+                          "postgres_port": None if user_backend else _postgres_service(layout).port})
+    uri = _display_uri(host, port)
+    local = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
+    problem = "was interrupted"
+    try:  # a Ctrl-C while waiting, too, stops what this call started
+        problem = _wait_healthy(process, f"http://{local}:{port}/health", deadline_s)
+    finally:
+        if problem:
+            _stop_session(process.pid)
+            if started_db:
+                stop_postgres(layout)
+    if problem:
+        raise ServerError(f"the mlflow server at {uri} {problem}; stopped what was started; see {layout.mlflow_log}")
+    return uri
+
+
+def stop(folder: str | Path) -> list[str]:
+    """Stop the mlflow server's session and PostgreSQL; one line per service. Raises
+    :class:`ServerError` if the folder holds no server or a process is still alive."""
+    layout = _existing(folder)
+    state = _read_state(layout)
+    lines, left = [], []
+    pid, mlflow = state.get("pid"), _mlflow_service(layout, state)
+    if mlflow.state.startswith("unknown"):
+        raise ServerError(f"the mlflow server of {layout.root} was {mlflow.state[len('unknown ('):-1]}; stop it there")
+    if mlflow.state == "running":
+        left += _stop_session(pid)
+        lines.append(f"mlflow server (pid {pid}): stopped")
+    else:
+        lines.append("mlflow server: was not running")
+    postgres = _postgres_service(layout)
+    if postgres.state == "running":
+        left += stop_postgres(layout)
+        lines.append(f"postgres (pid {postgres.pid}): stopped")
+    elif layout.pgdata.is_dir():
+        lines.append("postgres: was not running")
+    if left:
+        raise StillRunning(f"processes {', '.join(map(str, left))} of {layout.root} are still alive; kill them by pid")
+    return lines
+
+
+def status(folder: str | Path) -> list[Service]:
+    """The mlflow server and (if this folder runs one) PostgreSQL, each with its state."""
+    layout = _existing(folder)
+    services = [_mlflow_service(layout, _read_state(layout))]
+    if layout.pgdata.is_dir():
+        services.append(_postgres_service(layout))
+    return services
+
+
+def leftovers(folder: str | Path) -> list[int]:
+    """The pids of every live process of the folder's server (mlflow's session, PostgreSQL's
+    postmaster and its children); empty once :func:`stop` has succeeded."""
+    layout = Layout(Path(folder).resolve())
+    state = _read_state(layout)
+    pids = _session(state["pid"]) if state.get("pid") else []
+    postgres = _postgres_service(layout)
+    if postgres.state == "running":
+        pids += [postgres.pid, *(c.pid for c in psutil.Process(postgres.pid).children(recursive=True))]
+    return pids
+
+
+# ---- PostgreSQL ------------------------------------------------------------------------------
+
+def postgres_bin() -> Path:
+    """The folder of ``initdb`` and ``pg_ctl``: on PATH, else the newest /usr/lib/postgresql/*/bin."""
+    on_path = shutil.which("pg_ctl")
+    if on_path and shutil.which("initdb"):
+        return Path(on_path).resolve().parent
+    folders = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name)
+                     if p.parent.name.isdigit() else 0)
+    for folder in reversed(folders):
+        if (folder / "initdb").is_file() and (folder / "pg_ctl").is_file():
+            return folder
+    raise ServerError(f"PostgreSQL's initdb and pg_ctl are neither on PATH nor in /usr/lib/postgresql/*/bin; {INSTALL_HINT}")
+
+
+def db_user() -> dict:
+    """Popen's ``user``/``group`` arguments for PostgreSQL's programs: none for an ordinary
+    user; the ``postgres`` user for root, which ``initdb`` refuses."""
+    if os.geteuid() != 0:
+        return {}
+    try:
+        entry = pwd.getpwnam("postgres")
+    except KeyError:
+        raise ServerError("initdb refuses to run as root and there is no `postgres` user to run PostgreSQL as; "
+                          f"run as another user, or {INSTALL_HINT}") from None
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
+def start_postgres(layout: Layout, port: int | None = None) -> str:
+    """initdb (first time), ``pg_ctl start`` on 127.0.0.1 (``port`` if free, else a free one)
+    unless it runs already, and the database ``mlflow``; returns its SQLAlchemy URI."""
+    bin_dir, user = postgres_bin(), db_user()
+    if not (layout.pgdata / "PG_VERSION").is_file():
+        _initdb(layout, bin_dir, user)
+    service = _postgres_service(layout)
+    if service.state != "running":
+        port = port if port and _port_free("127.0.0.1", port) else _free_port()
+        options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
+        _pg(layout, user, [str(bin_dir / "pg_ctl"), "-D", str(layout.pgdata), "-l", str(layout.postgres_log),
+                           "-o", options, "-w", "-t", "60", "start"], "pg_ctl start")
+        service = _postgres_service(layout)
+    _create_database(service.port, layout)
+    return service.uri
+
+
+def stop_postgres(layout: Layout) -> list[int]:
+    """``pg_ctl stop`` (fast, then immediate); the pids still alive after it (none, normally)."""
+    service = _postgres_service(layout)
+    if service.state != "running":
+        return []
+    pids = [service.pid, *(c.pid for c in psutil.Process(service.pid).children(recursive=True))]
+    pg_ctl = str(postgres_bin() / "pg_ctl")
+    for mode in ("fast", "immediate"):
+        subprocess.run([pg_ctl, "-D", str(layout.pgdata), "-m", mode, "-w", "-t", "60", "stop"], cwd="/",
+                       capture_output=True, **db_user())
+        alive = [p for p in pids if _alive(p)]
+        if not alive:
+            return []
+    return alive
+
+
+def _initdb(layout: Layout, bin_dir: Path, user: dict) -> None:
+    layout.pgdata.mkdir(mode=0o700, exist_ok=True)
+    layout.postgres_log.touch()
+    if user:
+        for path in (layout.pgdata, layout.postgres_log):
+            os.chown(path, user["user"], user["group"])
+        if subprocess.run(["test", "-w", str(layout.pgdata), "-a", "-x", str(layout.pgdata)], cwd="/", **user).returncode:
+            raise ServerError(f"the postgres user cannot write {layout.pgdata}: a folder above it is closed to it "
+                              "(mode 0700?); choose a --dir that other users can reach")
+    _pg(layout, user, [str(bin_dir / "initdb"), "-D", str(layout.pgdata), "-U", DB_USER, "-A", "trust", "-E", "UTF8",
+                       "--locale=C", "--no-instructions"], "initdb")
+
+
+def _pg(layout: Layout, user: dict, command: list[str], name: str) -> None:
+    """Run a PostgreSQL program (as ``user``), its output appended to postgres.log."""
+    done = subprocess.run(command, cwd="/", capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"}, **user)
+    with open(layout.postgres_log, "a") as log:
+        log.write(f"# {name}: {' '.join(command)}\n{done.stdout}{done.stderr}")
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or [""])[-1]
+        raise ServerError(f"{name} failed ({last}); see {layout.postgres_log}")
+
+
+def _create_database(port: int, layout: Layout) -> None:
+    try:
+        import psycopg2
+    except ImportError:
+        raise ServerError("psycopg2 is not installed; `pip install psycopg2-binary` (ntkbench declares it)") from None
+    try:
+        connection = psycopg2.connect(host="127.0.0.1", port=port, user=DB_USER, dbname="postgres", connect_timeout=10)
+    except psycopg2.Error as e:
+        raise ServerError(f"PostgreSQL on port {port} refused a connection ({str(e).strip().splitlines()[0]}); "
+                          f"see {layout.postgres_log}") from None
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,))
+            if cursor.fetchone() is None:
+                cursor.execute(f"CREATE DATABASE {DB_NAME}")
+    finally:
+        connection.close()
+
+
+def _postgres_service(layout: Layout) -> Service:
+    """From ``postmaster.pid``: pid (line 1) and port (line 4) of a live postmaster."""
+    try:
+        lines = (layout.pgdata / "postmaster.pid").read_text().splitlines()
+        pid, port = int(lines[0]), int(lines[3])
+    except (OSError, ValueError, IndexError):
+        return Service("postgres", "stopped", None, None, "")
+    if not _alive(pid):
+        return Service("postgres", "stopped", None, None, "")
+    return Service("postgres", "running", pid, port, f"postgresql+psycopg2://{DB_USER}@127.0.0.1:{port}/{DB_NAME}")
+
+
+# ---- the mlflow server -----------------------------------------------------------------------
+
+def _mlflow_service(layout: Layout, state: dict) -> Service:
+    pid, port = state.get("pid"), state.get("port")
+    uri = _display_uri(state.get("host", "127.0.0.1"), port) if port else ""
+    if not pid:
+        return Service("mlflow server", "stopped", None, port, uri)
+    if state.get("hostname") != platform.node():
+        return Service("mlflow server", f"unknown (started on {state.get('hostname')})", pid, port, uri)
+    if not _alive(pid, state.get("pid_start")) and not _session(pid):
+        return Service("mlflow server", "stopped", None, port, uri)
+    return Service("mlflow server", "running", pid, port, uri)
+
+
+def _launch_mlflow(layout: Layout, backend: str, host: str, port: int) -> subprocess.Popen:
+    """``mlflow server`` detached in its own session (a closed terminal does not stop it), its
+    output appended to mlflow.log, its pid written to mlflow.pid."""
+    layout.artifacts.mkdir(exist_ok=True)
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
+               "--artifacts-destination", str(layout.artifacts), "--serve-artifacts",
+               "--host", host, "--port", str(port)]
+    with open(layout.mlflow_log, "ab") as log:
+        log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} ntkbench server start: {' '.join(command)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True, cwd=layout.root, env=_server_env())
+    (layout.root / "mlflow.pid").write_text(f"{process.pid}\n")
+    return process
+
+
+def _server_env() -> dict[str, str]:
+    """The environment of ``mlflow server``: without its GenAI job runner (seven huey consumers,
+    ~1.4 GB, which ntkbench never uses) unless the caller's environment asks for it."""
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+
+
+def _wait_healthy(process: subprocess.Popen, url: str, deadline_s: float) -> str:
+    """"" once ``url`` answers 200, else what happened (the process exited, or the deadline)."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        signals.check()
+        if process.poll() is not None:
+            return f"exited with status {process.returncode} before answering"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return ""
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return f"did not answer {url} within {deadline_s:g} s"
+
+
+def _session(sid: int) -> list[int]:
+    """The live (not zombie) processes of session ``sid``."""
+    members = []
+    for process in psutil.process_iter(["status"]):
+        try:
+            if os.getsid(process.pid) == sid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(process.pid)
+        except (OSError, psutil.Error):
+            continue
+    return members
+
+
+def _stop_session(sid: int, grace_s: float = 20.0) -> list[int]:
+    """SIGTERM to every process of session ``sid``, SIGKILL to those left after ``grace_s``;
+    returns the pids still alive after that (none, normally)."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+        for pid in _session(sid):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            _reap(sid)
+            if not _session(sid):
+                return []
+            time.sleep(0.2)
+    return _session(sid)
+
+
+def _reap(pid: int) -> None:
+    """Collect ``pid``'s exit status if it is this process's child (a start in this process)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+def _alive(pid: int, started: str | None = None) -> bool:
+    """``pid`` runs and is not a zombie (an orphan's exit status waits for an init that may never
+    collect it); with ``started``, it is also the process started then, not a reused pid."""
+    try:
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE and started in (None, repr(process.create_time()))
+    except psutil.Error:
+        return False
+
+
+def _normalize(uri: str) -> str:
+    """``postgresql://`` → ``postgresql+psycopg2://`` (SQLAlchemy 2.1 would want psycopg 3)."""
+    return "postgresql+psycopg2://" + uri[len("postgresql://"):] if uri.startswith("postgresql://") else uri
+
+
+def _display_uri(host: str, port: int) -> str:
+    return f"http://{socket.gethostname() if host in ('0.0.0.0', '::') else host}:{port}"
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Nothing listens on ``host``:``port`` (a socket in TIME_WAIT does not count)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _existing(folder: str | Path) -> Layout:
+    layout = Layout(Path(folder).resolve())
+    if not layout.state.is_file():
+        raise ServerError(f"{layout.root} holds no ntkbench server (no server.json); start one with "
+                          f"`ntkbench server start --dir {folder}`")
+    return layout
+
+
+def _read_state(layout: Layout) -> dict:
+    try:
+        return json.loads(layout.state.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError as e:
+        raise ServerError(f"{layout.state} is not valid JSON ({e}); stop what runs by hand and remove it") from None
+
+
+def _write_state(layout: Layout, state: dict) -> None:
+    tmp = layout.state.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=1) + "\n")
+    os.chmod(tmp, 0o600)  # a --backend-store-uri may hold a password
+    tmp.replace(layout.state)
