@@ -21,7 +21,7 @@ BENCH_SET ?= --set arch.depth=2 --set arch.width=256
 STUDY_SET ?= $(BENCH_SET)
 endif
 
-.PHONY: install test bench study data leaderboard validate check-leaderboard ui sync bench-kernels perf nt-env clean
+.PHONY: install test bench study data leaderboard validate check-leaderboard ui server sync bench-kernels perf nt-env clean
 
 install: $(VENV)/.installed
 
@@ -70,6 +70,15 @@ check-leaderboard: install
 # The MLflow UI on the same store as `make bench` (http://127.0.0.1:5000).
 ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000
+
+# A team tracking server (README, "Teams and many workers"): PostgreSQL and mlflow server with
+# their data in SERVER_DIR (git-ignored); prints the tracking URI once it answers. The port is
+# SERVER_PORT, else the folder's last one, else 5000. Stop it with `ntkbench server stop --dir
+# tracking-server`; `ntkbench server status --dir tracking-server` says what runs.
+SERVER_DIR ?= tracking-server
+SERVER_PORT ?=
+server: install
+	$(PY) -m ntkbench.cli server start --dir $(SERVER_DIR) $(if $(SERVER_PORT),--port $(SERVER_PORT))
 
 # Import the offline outbox (--tracking offline, or a store that failed mid-run) into MLflow.
 sync: install
