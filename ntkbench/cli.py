@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "last one, else 5000")
     server.add_argument("--host", default="127.0.0.1", help="interface the mlflow server binds; 0.0.0.0 serves "
                         "other machines too (default 127.0.0.1)")
+    server.add_argument("--workers", type=int, default=None, help="the mlflow server's uvicorn processes; default "
+                        "the folder's last, else 1 (faster than more for MLflow's keep-alive clients, see server.py)")
     server.add_argument("--backend-store-uri", default=None, help="a database of your own "
                         "(postgresql+psycopg2://USER@HOST:PORT/DB): then no PostgreSQL is started")
     lst = sub.add_parser("list", help="list registered tasks, methods or architectures")
@@ -227,9 +229,7 @@ def _server_command(args: argparse.Namespace) -> int:
 
     try:
         if args.action == "start":
-            if args.port is not None and not 0 < args.port < 65536:
-                raise server.ServerError(f"--port must be between 1 and 65535, got {args.port}")
-            print(server.start(args.dir, args.port, args.host, args.backend_store_uri))
+            print(server.start(args.dir, args.port, args.host, args.backend_store_uri, args.workers))
             return 0
         if args.action == "stop":
             print("\n".join(server.stop(args.dir)))
