@@ -118,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(database, artifacts, logs); default ./tracking-server")
     server.add_argument("--port", type=int, default=None, help="the mlflow server's port; default the folder's "
                         "last one, else 5000")
-    server.add_argument("--host", default="127.0.0.1", help="interface the mlflow server binds; 0.0.0.0 serves "
-                        "other machines too (default 127.0.0.1)")
+    server.add_argument("--host", default=None, help="interface the mlflow server binds; 0.0.0.0 serves other "
+                        "machines too; default the folder's last, else 127.0.0.1")
     server.add_argument("--workers", type=int, default=None, help="the mlflow server's uvicorn processes; default "
                         "the folder's last, else 1 (faster than more for MLflow's keep-alive clients, see server.py)")
     server.add_argument("--backend-store-uri", default=None, help="a database of your own "

@@ -14,13 +14,9 @@ What is guaranteed:
   the log. Restarting a folder reuses its data; a server already running is left as it is.
 - :func:`stop` stops the mlflow server (its whole session: the uvicorn workers too) and
   PostgreSQL, and raises unless no process of either is left.
-- PostgreSQL trusts connections from 127.0.0.1 (user ``mlflow``, database ``mlflow``): anyone
-  with a shell on this machine can reach it. Elsewhere, pass ``--backend-store-uri`` to a
-  database of your own and no PostgreSQL is started.
-
-``initdb`` refuses to run as root (sessions and CI run as root): then PostgreSQL runs as the
-``postgres`` user, which must be able to reach DIR. SQLAlchemy 2.1 maps ``postgresql://`` to
-psycopg 3, so the URIs here say ``postgresql+psycopg2://`` (ntkbench depends on psycopg2-binary).
+- The database (``ntkbench.tracking.postgres``) trusts connections from 127.0.0.1: anyone with a
+  shell on this machine can reach it. With ``--backend-store-uri`` a database of your own is
+  used and no PostgreSQL is started.
 """
 
 from __future__ import annotations
@@ -28,8 +24,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-import pwd
-import shutil
+import re
 import signal
 import socket
 import subprocess
@@ -42,6 +37,9 @@ from pathlib import Path
 import psutil
 
 from ntkbench import signals
+from ntkbench.tracking.postgres import Cluster, ServerError, alive
+
+__all__ = ["Layout", "Service", "ServerError", "StillRunning", "leftovers", "start", "status", "stop"]
 
 DEFAULT_PORT = 5000
 DEFAULT_WORKERS = 1
@@ -50,13 +48,6 @@ mlflow 3.17), each request of a client that keeps its connection alive, as MLflo
 took ~50 ms with 2 or 4 workers and ~5 ms with 1; 8 concurrent clients got 182 requests/s from
 1 worker, 82 from 4; and 1 worker starts in 6 s, 4 in 25 s."""
 HEALTH_DEADLINE_S = 120.0
-DB_USER = DB_NAME = "mlflow"
-INSTALL_HINT = ("install PostgreSQL (`apt-get install postgresql`) or pass --backend-store-uri "
-                "postgresql+psycopg2://USER@HOST:PORT/DB to a database of your own")
-
-
-class ServerError(ValueError):
-    """What went wrong, in one line, with what to do or the log to read."""
 
 
 class StillRunning(ServerError):
@@ -89,6 +80,10 @@ class Layout:
     def postgres_log(self) -> Path:
         return self.root / "postgres.log"
 
+    @property
+    def cluster(self) -> Cluster:
+        return Cluster(self.pgdata, self.postgres_log)
+
 
 @dataclass(frozen=True)
 class Service:
@@ -108,14 +103,14 @@ class Service:
 
 # ---- the commands ----------------------------------------------------------------------------
 
-def start(folder: str | Path, port: int | None = None, host: str = "127.0.0.1",
+def start(folder: str | Path, port: int | None = None, host: str | None = None,
           backend_store_uri: str | None = None, workers: int | None = None,
           deadline_s: float = HEALTH_DEADLINE_S) -> str:
     """Start PostgreSQL (unless ``backend_store_uri``) and ``mlflow server`` for ``folder``
     and return the tracking URI once ``/health`` answers. ``port`` defaults to the folder's
-    last port, else 5000; ``host`` is the interface the mlflow server binds (0.0.0.0 serves other
-    machines too); ``workers`` its uvicorn processes (the folder's last, else
-    :data:`DEFAULT_WORKERS`). Raises :class:`ServerError`."""
+    last port, else 5000; ``host`` is the interface the mlflow server binds (the folder's last,
+    else 127.0.0.1; 0.0.0.0 serves other machines too); ``workers`` its uvicorn processes (the
+    folder's last, else :data:`DEFAULT_WORKERS`). Raises :class:`ServerError`."""
     if port is not None and not 0 < port < 65536:
         raise ServerError(f"--port must be between 1 and 65535, got {port}")
     if workers is not None and workers < 1:
@@ -127,19 +122,28 @@ def start(folder: str | Path, port: int | None = None, host: str = "127.0.0.1",
     state = _read_state(layout)
     mlflow = _mlflow_service(layout, state)
     if mlflow.state == "running":
+        if not state.get("backend_store_uri") and layout.cluster.postmaster() is None:  # the database died alone
+            layout.cluster.start(state["postgres_port"])
         return mlflow.uri
-    port = port or state.get("port") or DEFAULT_PORT
+    port, host = port or state.get("port") or DEFAULT_PORT, host or state.get("host") or "127.0.0.1"
     if not _port_free(host, port):
         raise ServerError(f"port {port} on {host} is in use by another program; pass --port with a free one")
     user_backend = _normalize(backend_store_uri or state.get("backend_store_uri") or "") or None
-    started_db = user_backend is None and _postgres_service(layout).state != "running"
-    backend = user_backend or start_postgres(layout, state.get("postgres_port"))
+    started_db = user_backend is None and layout.cluster.postmaster() is None
+    db_port = None
+    if user_backend is None:
+        wanted = state.get("postgres_port")
+        try:
+            db_port = layout.cluster.start(wanted if wanted and _port_free("127.0.0.1", wanted) else _free_port())
+        except ServerError:
+            if started_db:
+                layout.cluster.stop()
+            raise
     workers = workers or state.get("workers") or DEFAULT_WORKERS
-    process = _launch_mlflow(layout, backend, host, port, workers)
+    process = _launch_mlflow(layout, user_backend or Cluster.uri(db_port), host, port, workers)
     _write_state(layout, {"port": port, "host": host, "workers": workers, "pid": process.pid,
                           "pid_start": repr(psutil.Process(process.pid).create_time()),
-                          "hostname": platform.node(), "backend_store_uri": user_backend,
-                          "postgres_port": None if user_backend else _postgres_service(layout).port})
+                          "hostname": platform.node(), "backend_store_uri": user_backend, "postgres_port": db_port})
     uri = _display_uri(host, port)
     local = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
     problem = "was interrupted"
@@ -149,7 +153,7 @@ def start(folder: str | Path, port: int | None = None, host: str = "127.0.0.1",
         if problem:
             _stop_session(process.pid)
             if started_db:
-                stop_postgres(layout)
+                layout.cluster.stop()
     if problem:
         raise ServerError(f"the mlflow server at {uri} {problem}; stopped what was started; see {layout.mlflow_log}")
     return uri
@@ -171,7 +175,7 @@ def stop(folder: str | Path) -> list[str]:
         lines.append("mlflow server: was not running")
     postgres = _postgres_service(layout)
     if postgres.state == "running":
-        left += stop_postgres(layout)
+        left += layout.cluster.stop()
         lines.append(f"postgres (pid {postgres.pid}): stopped")
     elif layout.pgdata.is_dir():
         lines.append("postgres: was not running")
@@ -201,120 +205,11 @@ def leftovers(folder: str | Path) -> list[int]:
     return pids
 
 
-# ---- PostgreSQL ------------------------------------------------------------------------------
-
-def postgres_bin() -> Path:
-    """The folder of ``initdb`` and ``pg_ctl``: on PATH, else the newest /usr/lib/postgresql/*/bin."""
-    on_path = shutil.which("pg_ctl")
-    if on_path and shutil.which("initdb"):
-        return Path(on_path).resolve().parent
-    folders = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name)
-                     if p.parent.name.isdigit() else 0)
-    for folder in reversed(folders):
-        if (folder / "initdb").is_file() and (folder / "pg_ctl").is_file():
-            return folder
-    raise ServerError(f"PostgreSQL's initdb and pg_ctl are neither on PATH nor in /usr/lib/postgresql/*/bin; {INSTALL_HINT}")
-
-
-def db_user() -> dict:
-    """Popen's ``user``/``group`` arguments for PostgreSQL's programs: none for an ordinary
-    user; the ``postgres`` user for root, which ``initdb`` refuses."""
-    if os.geteuid() != 0:
-        return {}
-    try:
-        entry = pwd.getpwnam("postgres")
-    except KeyError:
-        raise ServerError("initdb refuses to run as root and there is no `postgres` user to run PostgreSQL as; "
-                          f"run as another user, or {INSTALL_HINT}") from None
-    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
-
-
-def start_postgres(layout: Layout, port: int | None = None) -> str:
-    """initdb (first time), ``pg_ctl start`` on 127.0.0.1 (``port`` if free, else a free one)
-    unless it runs already, and the database ``mlflow``; returns its SQLAlchemy URI."""
-    bin_dir, user = postgres_bin(), db_user()
-    if not (layout.pgdata / "PG_VERSION").is_file():
-        _initdb(layout, bin_dir, user)
-    service = _postgres_service(layout)
-    if service.state != "running":
-        port = port if port and _port_free("127.0.0.1", port) else _free_port()
-        options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
-        _pg(layout, user, [str(bin_dir / "pg_ctl"), "-D", str(layout.pgdata), "-l", str(layout.postgres_log),
-                           "-o", options, "-w", "-t", "60", "start"], "pg_ctl start")
-        service = _postgres_service(layout)
-    _create_database(service.port, layout)
-    return service.uri
-
-
-def stop_postgres(layout: Layout) -> list[int]:
-    """``pg_ctl stop`` (fast, then immediate); the pids still alive after it (none, normally)."""
-    service = _postgres_service(layout)
-    if service.state != "running":
-        return []
-    pids = [service.pid, *(c.pid for c in psutil.Process(service.pid).children(recursive=True))]
-    pg_ctl = str(postgres_bin() / "pg_ctl")
-    for mode in ("fast", "immediate"):
-        subprocess.run([pg_ctl, "-D", str(layout.pgdata), "-m", mode, "-w", "-t", "60", "stop"], cwd="/",
-                       capture_output=True, **db_user())
-        alive = [p for p in pids if _alive(p)]
-        if not alive:
-            return []
-    return alive
-
-
-def _initdb(layout: Layout, bin_dir: Path, user: dict) -> None:
-    layout.pgdata.mkdir(mode=0o700, exist_ok=True)
-    layout.postgres_log.touch()
-    if user:
-        for path in (layout.pgdata, layout.postgres_log):
-            os.chown(path, user["user"], user["group"])
-        if subprocess.run(["test", "-w", str(layout.pgdata), "-a", "-x", str(layout.pgdata)], cwd="/", **user).returncode:
-            raise ServerError(f"the postgres user cannot write {layout.pgdata}: a folder above it is closed to it "
-                              "(mode 0700?); choose a --dir that other users can reach")
-    _pg(layout, user, [str(bin_dir / "initdb"), "-D", str(layout.pgdata), "-U", DB_USER, "-A", "trust", "-E", "UTF8",
-                       "--locale=C", "--no-instructions"], "initdb")
-
-
-def _pg(layout: Layout, user: dict, command: list[str], name: str) -> None:
-    """Run a PostgreSQL program (as ``user``), its output appended to postgres.log."""
-    done = subprocess.run(command, cwd="/", capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"}, **user)
-    with open(layout.postgres_log, "a") as log:
-        log.write(f"# {name}: {' '.join(command)}\n{done.stdout}{done.stderr}")
-    if done.returncode:
-        last = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or [""])[-1]
-        raise ServerError(f"{name} failed ({last}); see {layout.postgres_log}")
-
-
-def _create_database(port: int, layout: Layout) -> None:
-    try:
-        import psycopg2
-    except ImportError:
-        raise ServerError("psycopg2 is not installed; `pip install psycopg2-binary` (ntkbench declares it)") from None
-    try:
-        connection = psycopg2.connect(host="127.0.0.1", port=port, user=DB_USER, dbname="postgres", connect_timeout=10)
-    except psycopg2.Error as e:
-        raise ServerError(f"PostgreSQL on port {port} refused a connection ({str(e).strip().splitlines()[0]}); "
-                          f"see {layout.postgres_log}") from None
-    connection.autocommit = True
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,))
-            if cursor.fetchone() is None:
-                cursor.execute(f"CREATE DATABASE {DB_NAME}")
-    finally:
-        connection.close()
-
-
 def _postgres_service(layout: Layout) -> Service:
-    """From ``postmaster.pid``: pid (line 1) and port (line 4) of a live postmaster."""
-    try:
-        lines = (layout.pgdata / "postmaster.pid").read_text().splitlines()
-        pid, port = int(lines[0]), int(lines[3])
-    except (OSError, ValueError, IndexError):
+    running = layout.cluster.postmaster()
+    if running is None:
         return Service("postgres", "stopped", None, None, "")
-    if not _alive(pid):
-        return Service("postgres", "stopped", None, None, "")
-    return Service("postgres", "running", pid, port, f"postgresql+psycopg2://{DB_USER}@127.0.0.1:{port}/{DB_NAME}")
+    return Service("postgres", "running", running[0], running[1], Cluster.uri(running[1]))
 
 
 # ---- the mlflow server -----------------------------------------------------------------------
@@ -326,7 +221,7 @@ def _mlflow_service(layout: Layout, state: dict) -> Service:
         return Service("mlflow server", "stopped", None, port, uri)
     if state.get("hostname") != platform.node():
         return Service("mlflow server", f"unknown (started on {state.get('hostname')})", pid, port, uri)
-    if not _alive(pid, state.get("pid_start")) and not _session(pid):
+    if not alive(pid, state.get("pid_start")) and not _session(pid):
         return Service("mlflow server", "stopped", None, port, uri)
     return Service("mlflow server", "running", pid, port, uri)
 
@@ -339,18 +234,32 @@ def _launch_mlflow(layout: Layout, backend: str, host: str, port: int, workers: 
                "--artifacts-destination", str(layout.artifacts), "--serve-artifacts",
                "--host", host, "--port", str(port), "--workers", str(workers)]
     with open(layout.mlflow_log, "ab") as log:
-        log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} ntkbench server start: {' '.join(command)}\n".encode())
+        shown = re.sub(r"(://[^:/@]+):[^@/]+@", r"\1:***@", " ".join(command))  # a password of --backend-store-uri
+        log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} ntkbench server start: {shown}\n".encode())
         log.flush()
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True, cwd=layout.root, env=_server_env())
+                                   start_new_session=True, cwd=layout.root, env=_server_env(host))
     (layout.root / "mlflow.pid").write_text(f"{process.pid}\n")
     return process
 
 
-def _server_env() -> dict[str, str]:
+def _server_env(host: str) -> dict[str, str]:
     """The environment of ``mlflow server``: without its GenAI job runner (seven huey consumers,
-    ~1.4 GB, which ntkbench never uses) unless the caller's environment asks for it."""
-    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    ~1.4 GB, which ntkbench never uses), and, bound to every interface, accepting requests
+    addressed to this machine's name as well as MLflow's defaults (localhost, private IPs): the
+    URI :func:`start` prints names it, and MLflow answers 403 to a Host it does not allow. The
+    caller's own ``MLFLOW_SERVER_*`` settings win."""
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if host in ("0.0.0.0", "::"):
+        try:
+            from mlflow.server.security_utils import get_default_allowed_hosts
+        except ImportError:  # another MLflow: its defaults, and MLFLOW_SERVER_ALLOWED_HOSTS, apply
+            pass
+        else:
+            names = dict.fromkeys([socket.gethostname(), socket.getfqdn()])
+            env["MLFLOW_SERVER_ALLOWED_HOSTS"] = ",".join([*get_default_allowed_hosts(), *names,
+                                                           *(f"{n}:*" for n in names)])
+    return {**env, **os.environ}
 
 
 def _wait_healthy(process: subprocess.Popen, url: str, deadline_s: float) -> str:
@@ -409,16 +318,6 @@ def _reap(pid: int) -> None:
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-
-def _alive(pid: int, started: str | None = None) -> bool:
-    """``pid`` runs and is not a zombie (an orphan's exit status waits for an init that may never
-    collect it); with ``started``, it is also the process started then, not a reused pid."""
-    try:
-        process = psutil.Process(pid)
-        return process.status() != psutil.STATUS_ZOMBIE and started in (None, repr(process.create_time()))
-    except psutil.Error:
-        return False
-
 
 def _normalize(uri: str) -> str:
     """``postgresql://`` → ``postgresql+psycopg2://`` (SQLAlchemy 2.1 would want psycopg 3)."""

@@ -3,8 +3,8 @@ module by the command line, in a 0755 folder the ``postgres`` user can reach (py
 folders are 0700). Six workers log into it at once; then the server is stopped, restarted on the
 same folder (its runs are still there) and stopped again, and no process of it is left.
 
-Skipped, with the reason, where PostgreSQL's programs or (for root) the ``postgres`` user are
-missing; ``apt-get install postgresql`` provides both."""
+The server's tests are skipped, with the reason, where PostgreSQL's programs or (for root) the
+``postgres`` user are missing; ``apt-get install postgresql`` provides both."""
 
 import json
 import os
@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import mlflow
@@ -23,24 +22,21 @@ from mlflow import MlflowClient
 
 import ntkbench
 from ntkbench import cli
-from ntkbench.tracking import server
+from ntkbench.tracking import postgres, server
 
 WORKERS = 6
 ROOT = str(Path(ntkbench.__file__).resolve().parents[1])
 ENV = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "NTKBENCH_OUTBOX")}
-ENV["PYTHONPATH"] = ROOT + os.pathsep + ENV.get("PYTHONPATH", "")  # this checkout, not an installed copy
+ENV["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, ENV.get("PYTHONPATH")]))  # this checkout, not an installed copy
 
 
 def _missing_postgres() -> str:
     try:
-        server.postgres_bin()
-        server.db_user()
-    except server.ServerError as e:
+        postgres.bin_dir()
+        postgres.run_as()
+    except postgres.ServerError as e:
         return str(e)
     return ""
-
-
-pytestmark = pytest.mark.skipif(bool(_missing_postgres()), reason=_missing_postgres() or "-")
 
 
 def _ntkbench(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -86,6 +82,10 @@ def base() -> Path:
 
 @pytest.fixture(scope="module")
 def uri(base) -> str:
+    """The server's tracking URI, started by the command line; the tests that need it are
+    skipped, with the reason, where PostgreSQL is missing."""
+    if _missing_postgres():
+        pytest.skip(_missing_postgres())
     port = _free_port()
     started = _ntkbench("server", "start", "--dir", "srv", "--port", str(port), cwd=base)
     assert started.returncode == 0, started.stderr[-3000:]
