@@ -239,7 +239,8 @@ def _server_command(args: argparse.Namespace) -> int:
         print(f"ntkbench: error: {e}", file=sys.stderr)
         return 1 if isinstance(e, server.StillRunning) else 2
     except KeyboardInterrupt as e:
-        print("ntkbench: server start interrupted; what it started is stopped", file=sys.stderr)
+        done = "; what it started is stopped" if args.action == "start" else ""
+        print(f"ntkbench: server {args.action} interrupted{done}", file=sys.stderr)
         return e.exit_code if isinstance(e, signals.Interrupted) else 130
     print("\n".join(s.line() for s in services))
     return 0 if all(s.state == "running" for s in services) else 1
