@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import inspect
 import sys
 import threading
@@ -238,7 +240,12 @@ class PeakMemory:
     """Peak memory during a block, absolute (``peak_mb``) and above the level at its start
     (``added_mb``): allocated CUDA memory on a GPU; on the CPU, the process's resident set size,
     sampled every 5 ms by a background thread. On the CPU the absolute peak includes torch
-    itself (about 1 GB); ``added_mb`` is what the block added."""
+    itself (about 1 GB); ``added_mb`` is what the block added.
+
+    On the CPU the start level is taken after a garbage collection and glibc's ``malloc_trim``,
+    which hands the memory that earlier runs freed back to the system, so that a run reusing an
+    earlier run's freed heap is not shown as adding nothing. The first run of a process also
+    counts what torch allocates lazily on first use (on digits, ~150 MB)."""
 
     def __init__(self, dev: torch.device) -> None:
         self.dev, self.peak_mb, self.start_mb = dev, 0.0, 0.0
@@ -253,6 +260,8 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.dev)
             self.start_mb = torch.cuda.memory_allocated(self.dev) / 2**20
         else:
+            gc.collect()
+            _malloc_trim()
             self.start_mb = psutil.Process().memory_info().rss / 2**20
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
@@ -271,6 +280,14 @@ class PeakMemory:
         else:
             self._stop.set()
             self._thread.join()
+
+
+def _malloc_trim() -> None:
+    """Return freed heap memory to the system (glibc only; elsewhere nothing happens)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def summary(records: list[RunRecord]):
