@@ -5,6 +5,7 @@
     ntkbench leaderboard | export RUN_ID... | validate PATH
     ntkbench study --task T [--arch A] [--quick] | report --task T [--study-id ID]
     ntkbench run|study ... --tracking offline [--outbox DIR]; later: ntkbench sync [--outbox DIR]
+    ntkbench store repair [--tracking-uri URI]
 """
 
 from __future__ import annotations
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     sync = sub.add_parser("sync", help="import the run records of an outbox (--tracking offline) into an MLflow store")
     sync.add_argument("--outbox", default=None, help=OUTBOX_HELP)
     sync.add_argument("--tracking-uri", default=None, help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    store = sub.add_parser("store", help="maintain an MLflow store")
+    store.add_argument("action", choices=["repair"], help="repair: finish or undo a half-done schema migration")
+    store.add_argument("--tracking-uri", default=None, help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
     lst = sub.add_parser("list", help="list registered tasks, methods or architectures")
     lst.add_argument("what", choices=["tasks", "methods", "archs"])
     lst.add_argument("pattern", nargs="?", default="*")
@@ -151,6 +155,8 @@ def _main(args: argparse.Namespace) -> int:
         return _study_command(args)
     if args.command == "sync":
         return _sync_command(args)
+    if args.command == "store":
+        return _store_command(args)
     try:
         n_trains = parse_ints("--n-train", args.n_train, 1) if args.n_train else ()
         results = run(task=args.task, method=args.method, arch=args.arch, seeds=parse_ints("--seeds", args.seeds, 0),
@@ -204,6 +210,21 @@ def _sync_command(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{outcomes.count(o)} {o}" for o in dict.fromkeys(outcomes))
     print(f"sync: {len(results)} record(s): {counts}" if results else "sync: no records in the outbox")
     return 2 if "bad" in outcomes else 1 if "failed" in outcomes else 0
+
+
+def _store_command(args: argparse.Namespace) -> int:
+    """``store repair``: one line saying what was done; exit 2 if the store cannot be repaired."""
+    from ntkbench.tracking import resolve_uri
+    from ntkbench.tracking.schema import repair
+
+    uri = resolve_uri(args.tracking_uri)
+    try:
+        print(f"store repair: {uri}: {repair(uri)}")
+    except Exception as e:  # MLflow's or the database's own error, in one line
+        detail = (str(e).strip().splitlines() or [""])[0][:300]
+        print(f"ntkbench: error: cannot repair the MLflow store {uri} ({type(e).__name__}: {detail})", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _print_synced(result: SyncResult) -> None:
