@@ -271,7 +271,11 @@ def _leaderboard_command(args: argparse.Namespace) -> int:
                   f"leaderboard --entries-only --out {out}` and commit the result", file=sys.stderr)
         return 1 if paths else 0
     out = args.out or Path("leaderboard/local")
-    rows, problems = build(args.tracking_uri, args.entries, out, args.verified, entries_only=args.entries_only)
+    try:
+        rows, problems = build(args.tracking_uri, args.entries, out, args.verified, entries_only=args.entries_only)
+    except ValueError as e:  # a store that is half-migrated or cannot be opened
+        print(f"ntkbench: error: {e}", file=sys.stderr)
+        return 2
     for problem in problems:
         print(f"ntkbench: left out: {problem}", file=sys.stderr)
     print(f"leaderboard: {len(rows)} rows ({sum(r.seeds for r in rows)} runs) -> "

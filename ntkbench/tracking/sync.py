@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,6 +92,29 @@ def dead_runs(client: MlflowClient, lease_s: float = DEFAULT_LEASE_S) -> list[tu
         if alive is False or (alive is None and now - since > lease_s * 1000):
             dead.append((run, since))
     return dead
+
+
+def report_dead_runs(uri: str | None, client: MlflowClient | None = None) -> int:
+    """How many runs of the store ``uri`` are RUNNING with their process gone (:func:`dead_runs`,
+    default lease); when there are any, one line on stderr says so and that ``ntkbench sync``
+    marks them FAILED. ``ntkbench run`` (mlflow mode) and ``leaderboard`` call it on the store
+    they use. Without ``client`` the store is opened (``StoreBroken`` or ``StoreUnavailable``
+    as :func:`~ntkbench.tracking.schema.open_client` raises them); a local store that does not
+    exist is not created (0). A store that fails while searching counts 0: what the caller does
+    next meets the failure and says so."""
+    resolved = store.resolve_uri(uri)
+    if client is None:
+        if store.missing_local_store(resolved):
+            return 0
+        client = store.client(resolved, "or pass --tracking-uri")
+    try:
+        count = len(dead_runs(client))
+    except Exception:  # whatever the store raised; the caller's own use of it reports the failure
+        return 0
+    if count:
+        print(f"ntkbench: {count} run(s) in {resolved} are still RUNNING but their process is gone; mark them FAILED "
+              f"with `ntkbench sync --tracking-uri {resolved}`", file=sys.stderr)
+    return count
 
 
 def _reap(client: MlflowClient, run: Any, since: int) -> SyncResult:
