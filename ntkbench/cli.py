@@ -4,7 +4,7 @@
     ntkbench list tasks|methods|archs
     ntkbench leaderboard | export RUN_ID... | validate PATH
     ntkbench study --task T [--arch A] [--quick] | report --task T [--study-id ID]
-    ntkbench run|study ... --tracking offline [--outbox DIR]; later: ntkbench sync [--outbox DIR]
+    ntkbench run|study ... --tracking offline [--outbox DIR]; later: ntkbench sync [--outbox DIR] [--lease S]
     ntkbench store repair [--tracking-uri URI]
 """
 
@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     sync = sub.add_parser("sync", help="import the run records of an outbox (--tracking offline) into an MLflow store")
     sync.add_argument("--outbox", default=None, help=OUTBOX_HELP)
     sync.add_argument("--tracking-uri", default=None, help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    sync.add_argument("--lease", default=None, metavar="SECONDS",
+                      help="a RUNNING run of another host with no heartbeat for this long is marked FAILED "
+                           "(default 600; runs of this host are checked by their pid)")
     store = sub.add_parser("store", help="maintain an MLflow store")
     store.add_argument("action", choices=["repair"], help="repair: finish or undo a half-done schema migration")
     store.add_argument("--tracking-uri", default=None, help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
@@ -195,10 +198,18 @@ def _outbox_note(args: argparse.Namespace) -> None:
 
 def _sync_command(args: argparse.Namespace) -> int:
     """One line per record; exit 2 if a record (or the outbox) is bad, 1 if the store failed."""
-    from ntkbench.tracking import sync
+    from ntkbench.tracking.sync import DEFAULT_LEASE_S, sync
 
     try:
-        results = sync(args.outbox, args.tracking_uri, report=_print_synced)
+        lease = DEFAULT_LEASE_S if args.lease is None else float(args.lease)
+    except ValueError:
+        lease = float("nan")
+    if not 0 < lease < float("inf"):
+        print(f"ntkbench: error: --lease {args.lease} is not a number of seconds > 0; expected e.g. --lease 600",
+              file=sys.stderr)
+        return 2
+    try:
+        results = sync(args.outbox, args.tracking_uri, report=_print_synced, lease_s=lease)
     except ValueError as e:
         print(f"ntkbench: error: {e}", file=sys.stderr)
         return 2
