@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 
+REAPED_TAG = "ntkbench_reaped"
+"""Set on a run that :func:`sync` marked FAILED because its process was gone: the store has only
+what the run logged live, and its journal (if it turns up, e.g. synced on its host) replaces it."""
 DEFAULT_LEASE_S = 600.0
 """How long a RUNNING run of another host may go without a heartbeat before sync calls it dead
 (20 heartbeats; a run on this host is checked by its pid instead)."""
@@ -49,7 +52,8 @@ def sync(outbox: str | Path | None = None, uri: str | None = None,
     since …)``, at the time of its last event or heartbeat. Each import is atomic: if any write
     fails, the run it created is deleted, and the journal stays for the next sync. A journal
     already in the store is skipped; the runs it left RUNNING (the store failed mid-run, the
-    process died, or a sync was cut short) are deleted once its complete import is in. A bad
+    process died, or a sync was cut short) or that a sync reaped (``ntkbench_reaped``: the store
+    had only what the run logged live) are deleted once its complete import is in. A bad
     or failing journal stays in the outbox and the others go on. An ``outbox`` given that does
     not exist raises a ValueError; the default one may be missing (there may be dead runs to mark
     all the same).
@@ -122,6 +126,7 @@ def _reap(client: MlflowClient, run: Any, since: int) -> SyncResult:
     run_id = run.info.run_id
     try:
         client.set_tag(run_id, "error", killed_since(since))
+        client.set_tag(run_id, REAPED_TAG, "true")
         client.set_terminated(run_id, "FAILED", since)
     except Exception as e:  # whatever the store raised; the next sync tries again
         return SyncResult(run_id, "failed", f"run {run_id}: {type(e).__name__}: {e}; still RUNNING")
@@ -155,13 +160,13 @@ def _sync_one(client: MlflowClient, path: Path) -> SyncResult:
 
 def _sync_events(client: MlflowClient, path: Path, events: list[dict[str, Any]], touched: int) -> tuple[str, str]:
     runs = _runs_of(client, events[0])
-    done = [r.info.run_id for r in runs if r.info.status != "RUNNING"]
-    if done:  # imported before; a copy left RUNNING by a sync cut short after that goes
-        for run in runs:
-            if run.info.status == "RUNNING":
-                client.delete_run(run.info.run_id)
+    partial = [r for r in runs if r.info.status == "RUNNING" or REAPED_TAG in r.data.tags]
+    done = [r.info.run_id for r in runs if r.info.status != "RUNNING" and REAPED_TAG not in r.data.tags]
+    if done:  # imported before; a copy left RUNNING (or reaped) by a sync cut short after that goes
+        for run in partial:
+            client.delete_run(run.info.run_id)
         return "skipped", f"{path}: already in the store as run {done[0]}"
-    return "imported", _import(client, path, events, runs, touched)
+    return "imported", _import(client, path, events, partial, touched)
 
 
 def _runs_of(client: MlflowClient, start: dict[str, Any]) -> list:
