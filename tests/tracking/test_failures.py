@@ -1,8 +1,10 @@
 """No run is lost: concurrent first use of a store, hard kills, signals, an interrupted sync, an
 unreachable server, a half-migrated store and dead RUNNING runs, each with real ``ntkbench``
 processes, real signals and real SQLite stores (no mocks). Random moments come from seeded
-generators, so a failing trial reruns with the same choices; timing enters only as generous
-deadlines on events (failure_kit.DEADLINE_S) and the issue's 60 s bound on a fallback."""
+generators, so a failing trial reruns with the same choices (where a kill lands still depends on
+the machine's speed, so every assertion holds wherever it lands). Timing enters only as generous
+deadlines: on events (failure_kit.DEADLINE_S), on stopping after a signal (STOP_S), and the
+issue's 60 s bound on falling back from a server that is down."""
 
 import random
 import shutil
@@ -28,6 +30,8 @@ GRID = ("run", "--task", "digits", "--method", "nn,ntk", "--seeds", "0,1,2", "--
 KERNELS = ("run", "--task", "digits", "--method", "ntk,nngp", "--seeds", ",".join(map(str, range(10))),
            "--set=task.n_train=200", "--set=task.n_test=100", "--set=arch.depth=1", "--set=arch.width=32")
 KILLED = "killed (no heartbeat since "
+STOP_S = 30
+"""A grid stops at its next safe point (a kernel tile, a run) and exits within this after SIGTERM."""
 
 
 @pytest.fixture(autouse=True)
@@ -67,9 +71,14 @@ def test_six_processes_at_once_on_a_fresh_store_all_finish(workdir, trial):
 
 
 def nn_losses(outbox: Path, seed: int) -> int:
-    """How many train_loss events the journal of nn's run with ``seed`` has so far."""
-    paths = list(outbox.glob(f"*-nn-mlp-s{seed}-*.jsonl"))
-    return paths[0].read_text().count('"train_loss"') if paths else 0
+    """How many train_loss events the journal of nn's run with ``seed`` has so far (0 before the
+    run and once it ended: the store took it all and the journal went)."""
+    for path in outbox.glob(f"*-nn-mlp-s{seed}-*.jsonl"):
+        try:
+            return path.read_text().count('"train_loss"')
+        except FileNotFoundError:
+            return 0
+    return 0
 
 
 @pytest.mark.parametrize("trial", range(4))
@@ -121,16 +130,17 @@ def test_a_signal_at_a_random_moment_of_a_kernel_grid_ends_it_killed_never_runni
     wait_for(lambda: watch.count() >= run_index or process.poll() is not None, f"run {run_index} to start")
     time.sleep(rng.uniform(0, 0.3))
     process.send_signal(signum)
-    status, out, err = finish(process)  # within the deadline: never a hang on a locked store
+    out, err = process.communicate(timeout=STOP_S)  # never a hang on a locked store (one took 20 s, then RUNNING)
+    status = process.returncode
     if status == 0:  # the grid ended before the signal (a fast machine)
         assert [r.info.status for r in runs(uri)] == ["FINISHED"] * 20
         return
     assert status == 128 + signum, err
     assert "Traceback" not in err and f"stopped by signal {signum} ({signal.Signals(signum).name})" in err
-    statuses = [r.info.status for r in runs(uri)]
-    assert set(statuses) <= {"FINISHED", "KILLED"} and run_index <= len(statuses) < 20
-    # the run the signal stopped is KILLED; none is when it came between two runs (the grid's check)
-    assert statuses.count("KILLED") <= 1
+    statuses = [r.info.status for r in sorted(runs(uri), key=lambda r: r.info.start_time)]
+    assert run_index <= len(statuses) < 20 and set(statuses[:-1]) <= {"FINISHED"}
+    # the run the signal stopped is KILLED; it FINISHED when the signal came after its last safe point
+    assert statuses[-1] in ("KILLED", "FINISHED")
     assert list(outbox.glob("*.jsonl")) == []  # every event reached the store
 
 
@@ -184,14 +194,12 @@ def half_migrate(workdir: Path, clean_store: Path, tries: int = 3) -> str:
     the state is built from a real store: a clean one plus the ``_alembic_tmp_runs`` copy that a
     batch migration creates first and the race left behind."""
     path = workdir / "raced.db"
-    for attempt in range(1, tries + 1):
+    for _ in range(tries):
         path.unlink(missing_ok=True)
         for process in [start_python(workdir, RACE, f"sqlite:///{path}") for _ in range(6)]:
             finish(process)  # most of them fail: duplicate column, table _alembic_tmp_* already exists
         if half_migrated(f"sqlite:///{path}"):
-            print(f"the race left {half_migrated(f'sqlite:///{path}')} (try {attempt})")
             return f"sqlite:///{path}"
-    print(f"the race left no leftover tables in {tries} tries: built from a clean store")
     shutil.copyfile(clean_store, path)
     with sqlite3.connect(path) as connection:
         (sql,) = connection.execute("SELECT sql FROM sqlite_master WHERE name = 'runs'").fetchone()
@@ -220,7 +228,8 @@ def test_a_half_migrated_store_is_named_with_its_repair_which_fixes_it(workdir, 
     assert "half-migrated" in line and line.endswith(f"repair it with `ntkbench store repair --tracking-uri {uri}`")
     board = ["leaderboard", "--tracking-uri", uri, "--entries", str(workdir / "entries"), "--out", "board"]
     assert cli.main(board) == 2
-    assert len(capsys.readouterr().err.splitlines()) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "half-migrated" in line and "`ntkbench store repair --tracking-uri" in line
 
     assert cli.main(["store", "repair", "--tracking-uri", uri]) == 0
     (line,) = capsys.readouterr().out.splitlines()
@@ -251,8 +260,8 @@ def test_a_dead_running_run_is_flagged_then_reaped_by_sync_after_its_lease(workd
     assert cli.main(["run", "--task", "iris", "--method", "ntk", *TINY, "--tracking-uri", uri]) == 0
     assert capsys.readouterr().err.splitlines() == [notice]
 
-    for path in outbox.glob("*.jsonl"):
-        path.rename(workdir / path.name)  # on the other host
+    (journal,) = outbox.glob("*.jsonl")
+    journal.rename(workdir / journal.name)  # on the other host
     client = MlflowClient(uri)
     client.set_tag(killed.info.run_id, HOST_TAG, "another-host.example")
     since = int(killed.data.tags.get(HEARTBEAT_TAG, killed.info.start_time))
@@ -265,6 +274,12 @@ def test_a_dead_running_run_is_flagged_then_reaped_by_sync_after_its_lease(workd
     reaped = client.get_run(killed.info.run_id)
     assert reaped.info.status == "FAILED" and reaped.data.tags["error"].startswith(KILLED)
     assert reaped.info.end_time == since and reaped.data.params["method"] == "nn"
+
+    (workdir / journal.name).rename(journal)  # the other host syncs its journal: all of it goes in, once
+    (events,) = journals(outbox).values()
+    assert cli.main(sync[:-1]) == 0
+    (run,) = [r for r in snapshot(uri).values() if r["name"] == killed.info.run_name]
+    assert run["status"] == "FAILED" and run["metrics"] == journal_metrics(events)
     for bad in ("0", "soon"):
         assert cli.main([*sync, bad]) == 2
         (line,) = capsys.readouterr().err.splitlines()
