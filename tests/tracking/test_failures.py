@@ -187,7 +187,7 @@ def test_an_unreachable_server_falls_back_in_seconds_then_sync_restores_every_ru
 RACE = "import sys; from mlflow import MlflowClient; MlflowClient(sys.argv[1]).search_experiments()"
 
 
-def half_migrate(workdir: Path, clean_store: Path, tries: int = 3) -> str:
+def half_migrate(workdir: Path, clean_store: Path, tries: int = 2) -> str:
     """A store that concurrent first use left half-migrated. For real first: six raw MLflow
     clients open one fresh file at once (the old race; on 2 cores it left ``_alembic_tmp_*``
     tables in 3 of 4 tries, at the head revision), up to ``tries`` times. If it never does,
