@@ -58,8 +58,7 @@ def open_client(uri: str) -> MlflowClient:
     one line) or :class:`StoreBroken`. MLflow's own INFO lines about tables are silenced."""
     from mlflow import MlflowClient
 
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    _quiet()
     if uri.startswith(("http://", "https://")):
         _probe(uri)
         # One failed request must not stall a grid for minutes of retries: it goes to the outbox.
@@ -81,6 +80,12 @@ def open_client(uri: str) -> MlflowClient:
         detail = (str(e).strip().splitlines() or [""])[0][:300]
         raise StoreUnavailable(f"the MLflow store {uri} cannot be opened ({type(e).__name__}: {detail})") from None
     return client
+
+
+def _quiet() -> None:
+    """Silence the INFO lines MLflow and alembic log about creating and upgrading tables."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _broken(uri: str) -> StoreBroken | None:
@@ -165,6 +170,7 @@ def repair(uri: str) -> str:
     from mlflow.store.db.utils import _upgrade_db
     import sqlalchemy
 
+    _quiet()
     done = []
     with schema_lock(uri):
         path = sqlite_path(uri)
