@@ -110,7 +110,7 @@ def report_dead_runs(uri: str | None, client: MlflowClient | None = None) -> int
     if client is None:
         if store.missing_local_store(resolved):
             return 0
-        client = store.client(resolved, "or pass --tracking-uri")
+        client = store.client(resolved, "or leave the store out (leaderboard --entries-only)")
     try:
         count = len(dead_runs(client))
     except Exception:  # whatever the store raised; the caller's own use of it reports the failure
@@ -123,10 +123,11 @@ def report_dead_runs(uri: str | None, client: MlflowClient | None = None) -> int
 
 def _reap(client: MlflowClient, run: Any, since: int) -> SyncResult:
     """Mark one dead RUNNING run FAILED, ended at its last sign of life."""
+    from mlflow.entities import RunTag
+
     run_id = run.info.run_id
     try:
-        client.set_tag(run_id, "error", killed_since(since))
-        client.set_tag(run_id, REAPED_TAG, "true")
+        client.log_batch(run_id, tags=[RunTag("error", killed_since(since)), RunTag(REAPED_TAG, "true")])
         client.set_terminated(run_id, "FAILED", since)
     except Exception as e:  # whatever the store raised; the next sync tries again
         return SyncResult(run_id, "failed", f"run {run_id}: {type(e).__name__}: {e}; still RUNNING")
