@@ -30,7 +30,7 @@ GRID = ("run", "--task", "digits", "--method", "nn,ntk", "--seeds", "0,1,2", "--
 KERNELS = ("run", "--task", "digits", "--method", "ntk,nngp", "--seeds", ",".join(map(str, range(10))),
            "--set=task.n_train=200", "--set=task.n_test=100", "--set=arch.depth=1", "--set=arch.width=32")
 KILLED = "killed (no heartbeat since "
-STOP_S = 30
+STOP_S = 60
 """A grid stops at its next safe point (a kernel tile, a run) and exits within this after SIGTERM."""
 
 
