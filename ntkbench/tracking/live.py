@@ -77,7 +77,7 @@ class Tracker:
 
     def _warn(self, problem: str) -> None:
         print(f"ntkbench: warning: {problem}; runs go on into the outbox {self.outbox}/; import them with "
-              f"`ntkbench sync --outbox {self.outbox}`", file=sys.stderr)
+              f"`ntkbench sync --outbox {self.outbox} --tracking-uri {self.uri}`", file=sys.stderr)
 
 
 class Run:
