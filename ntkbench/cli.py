@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     from ntkbench import arch, methods, tasks
-    from ntkbench.runner import run, summary
+    from ntkbench.runner import run, summary_text
 
     if args.command == "list":
         registry = {"tasks": tasks.TASKS, "methods": methods.METHODS, "archs": arch.ARCHS}[args.what]
@@ -171,7 +171,7 @@ def _main(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt as e:
         return _interrupted(e)
-    print(summary(results).to_string(float_format=lambda v: f"{v:.4g}"))
+    print(summary_text(results))
     _outbox_note(args)
     return _exit_code(args, results)
 

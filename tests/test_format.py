@@ -1,4 +1,5 @@
-"""ntkbench.format: units chosen after rounding, fixed point, percent accuracies, integers."""
+"""ntkbench.format: units chosen after rounding, fixed point, percent accuracies, integers; and the
+CLI's run summary, which speaks in those units."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import numpy as np
 import pytest
 
 from ntkbench import format as fmt
+from ntkbench import runner
+from ntkbench.record import Config, Environment, Evaluation, RunRecord
 
 
 @pytest.mark.parametrize("s, text", [
@@ -85,3 +88,29 @@ def test_integers_stay_integers():
     assert fmt.integer(12345) == "12,345" and fmt.integer(np.int64(1_000_000)) == "1,000,000"
     assert fmt.integer(2.5) == "2.50"
 
+
+def _record(method: str, seed: int, acc: float, total: float, peak: float, finished: bool = True) -> RunRecord:
+    config = Config("iris", method, "mlp", {"n_train": 100}, {}, {"depth": 1})
+    evaluation = Evaluation(test_accuracy=acc, test_mse=1 - acc, train_accuracy=1.0, time_fit_s=0.8 * total,
+                            time_predict_s=0.2 * total, time_total_s=total, time_train_eval_s=0.1,
+                            peak_memory_mb=peak, process_peak_memory_mb=peak + 900, n_params=1000)
+    environment = Environment("cpu", "cpu", "2.14.1", "0.1.0", "host", "0" * 40)
+    return RunRecord(config, seed, 100, "FINISHED" if finished else "FAILED", environment,
+                     evaluation if finished else None)
+
+
+def test_the_cli_summary_speaks_in_human_units():
+    records = [_record("nn", s, 0.9 + s / 100, 1000.0, 13530.0) for s in (0, 1)]
+    records += [_record("ntk", 0, 0.95, 1.2495, 0.05), _record("entk", 0, 0.0, 1.0, 1.0, finished=False)]
+    header, *lines = runner.summary_text(records).splitlines()
+    assert header.split("  ")[0] == "method" and "test accuracy, %" in header and "peak memory" in header
+    by_method = {line.split()[0]: line for line in lines}
+    ntk, nn, entk = by_method["ntk"], by_method["nn"], by_method["entk"]
+    assert ntk.split()[1:] == ["100", "95.0", "1", "1.00", "s", "250", "ms", "0.0500", "MB", "0"]  # one seed: no ±
+    assert "90.5 ± 0.7" in nn and "13.3 min" in nn and "13.2 GB" in nn and "e+" not in nn
+    assert entk.split() == ["entk", "—", "—", "—", "—", "—", "—", "1"]
+    assert "NaN" not in runner.summary_text(records) and "100.0" not in runner.summary_text(records)
+    table = runner.summary(records)
+    assert table.loc[("ntk", 100), "acc_std"] == 0.0 and str(table.index.dtypes["n_train"]) == "Int64"
+    only_failed = runner.summary_text(records[-1:]).splitlines()[1].split()
+    assert only_failed[:2] == ["entk", "—"] and runner.summary_text([]) == "no runs"
