@@ -32,7 +32,7 @@ th, td { padding: .3rem .45rem; border-bottom: 1px solid var(--line); text-align
          background: var(--bg); }
 th { background: var(--head); font-weight: 600; white-space: normal; vertical-align: bottom; min-width: 4.5em; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.wrap { white-space: normal; min-width: 7em; max-width: 16em; }
+td.wrap { white-space: normal; min-width: 10em; max-width: 16em; }
 tr.pareto td { background: var(--pareto); }
 td.pareto { color: #b7791f; text-align: center; }
 td.status-verified { color: #1e7d32; font-weight: 600; }
