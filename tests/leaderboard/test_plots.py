@@ -124,8 +124,22 @@ def test_accuracy_vs_time_legend_is_outside_and_every_entry_has_a_mark(figures):
     assert all(marks > 0 for _, marks in entries), entries
     labels = [label for label, _ in entries]
     assert labels[-1].startswith("Pareto front") and len(labels) == len({(r.method, r.label) for r in ROWS}) + 1
+    numbers = fig.axes[0].texts  # the Pareto front's ranks, inside the frame, never across it
+    assert sorted(t.get_text() for t in numbers) == sorted(str(r.rank) for r in ROWS if r.pareto)
+    for t in numbers:
+        box = t.get_window_extent(renderer)
+        assert axes.x0 < box.x0 and box.x1 < axes.x1 and axes.y0 < box.y0 and box.y1 < axes.y1, t.get_text()
+    assert all(t.get_fontsize() >= 10 for t in numbers)
     labels_shown = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert 2 <= len(labels_shown) <= 7 and all(re.fullmatch(r"[\d.]+ (ms|s|min|h)", t) for t in labels_shown)
+
+
+def test_learning_curve_legend_is_outside(figures):
+    plots.learning_curves(ROWS, COLORS, "c")
+    (fig,) = figures
+    renderer = fig.canvas.get_renderer()
+    assert fig.legends[0].get_window_extent(renderer).y1 <= fig.axes[0].get_window_extent(renderer).y0
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["500", "1,000"]
 
 
 def test_no_pareto_front_no_legend_entry():
