@@ -4,7 +4,8 @@
     ntkbench list tasks|methods|archs
     ntkbench leaderboard | export RUN_ID... | validate PATH
     ntkbench study --task T [--arch A] [--quick] | report --task T [--study-id ID]
-    ntkbench run|study ... --tracking offline [--outbox DIR]; later: ntkbench sync [--outbox DIR]
+    ntkbench run|study ... --tracking offline [--outbox DIR]; later: ntkbench sync [--outbox DIR] [--lease S]
+    ntkbench store repair [--tracking-uri URI]
     ntkbench server start|stop|status [--dir DIR] [--port P]   (PostgreSQL + mlflow server for a team)
 """
 
@@ -111,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     sync = sub.add_parser("sync", help="import the run records of an outbox (--tracking offline) into an MLflow store")
     sync.add_argument("--outbox", default=None, help=OUTBOX_HELP)
     sync.add_argument("--tracking-uri", default=None, help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    sync.add_argument("--lease", default=None, metavar="SECONDS",
+                      help="a RUNNING run of another host with no heartbeat for this long is marked FAILED "
+                           "(default 600; runs of this host are checked by their pid)")
+    store = sub.add_parser("store", help="maintain an MLflow store")
+    store.add_argument("action", choices=["repair"], help="repair: finish or undo a half-done schema migration")
+    store.add_argument("--tracking-uri", default=None, help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
     server = sub.add_parser("server", help="a team tracking server: PostgreSQL and `mlflow server` (artifacts "
                                            "proxied) with their data in one folder")
     server.add_argument("action", choices=["start", "stop", "status"])
@@ -152,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     from ntkbench import arch, methods, tasks
-    from ntkbench.runner import run, summary
+    from ntkbench.runner import run, summary_text
 
     if args.command == "list":
         registry = {"tasks": tasks.TASKS, "methods": methods.METHODS, "archs": arch.ARCHS}[args.what]
@@ -165,6 +172,8 @@ def _main(args: argparse.Namespace) -> int:
         return _study_command(args)
     if args.command == "sync":
         return _sync_command(args)
+    if args.command == "store":
+        return _store_command(args)
     if args.command == "server":
         return _server_command(args)
     try:
@@ -178,7 +187,7 @@ def _main(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt as e:
         return _interrupted(e)
-    print(summary(results).to_string(float_format=lambda v: f"{v:.4g}"))
+    print(summary_text(results))
     _outbox_note(args)
     return _exit_code(args, results)
 
@@ -205,10 +214,18 @@ def _outbox_note(args: argparse.Namespace) -> None:
 
 def _sync_command(args: argparse.Namespace) -> int:
     """One line per record; exit 2 if a record (or the outbox) is bad, 1 if the store failed."""
-    from ntkbench.tracking import sync
+    from ntkbench.tracking.sync import DEFAULT_LEASE_S, sync
 
     try:
-        results = sync(args.outbox, args.tracking_uri, report=_print_synced)
+        lease = DEFAULT_LEASE_S if args.lease is None else float(args.lease)
+    except ValueError:
+        lease = float("nan")
+    if not 0 < lease < float("inf"):
+        print(f"ntkbench: error: --lease {args.lease} is not a number of seconds > 0; expected e.g. --lease 600",
+              file=sys.stderr)
+        return 2
+    try:
+        results = sync(args.outbox, args.tracking_uri, report=_print_synced, lease_s=lease)
     except ValueError as e:
         print(f"ntkbench: error: {e}", file=sys.stderr)
         return 2
@@ -220,6 +237,21 @@ def _sync_command(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{outcomes.count(o)} {o}" for o in dict.fromkeys(outcomes))
     print(f"sync: {len(results)} record(s): {counts}" if results else "sync: no records in the outbox")
     return 2 if "bad" in outcomes else 1 if "failed" in outcomes else 0
+
+
+def _store_command(args: argparse.Namespace) -> int:
+    """``store repair``: one line saying what was done; exit 2 if the store cannot be repaired."""
+    from ntkbench.tracking import resolve_uri
+    from ntkbench.tracking.schema import repair
+
+    uri = resolve_uri(args.tracking_uri)
+    try:
+        print(f"store repair: {uri}: {repair(uri)}")
+    except Exception as e:  # MLflow's or the database's own error, in one line
+        detail = (str(e).strip().splitlines() or [""])[0][:300]
+        print(f"ntkbench: error: cannot repair the MLflow store {uri} ({type(e).__name__}: {detail})", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _server_command(args: argparse.Namespace) -> int:
@@ -290,7 +322,11 @@ def _leaderboard_command(args: argparse.Namespace) -> int:
                   f"leaderboard --entries-only --out {out}` and commit the result", file=sys.stderr)
         return 1 if paths else 0
     out = args.out or Path("leaderboard/local")
-    rows, problems = build(args.tracking_uri, args.entries, out, args.verified, entries_only=args.entries_only)
+    try:
+        rows, problems = build(args.tracking_uri, args.entries, out, args.verified, entries_only=args.entries_only)
+    except ValueError as e:  # a store that is half-migrated or cannot be opened
+        print(f"ntkbench: error: {e}", file=sys.stderr)
+        return 2
     for problem in problems:
         print(f"ntkbench: left out: {problem}", file=sys.stderr)
     print(f"leaderboard: {len(rows)} rows ({sum(r.seeds for r in rows)} runs) -> "

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import inspect
 import sys
 import threading
@@ -238,7 +240,12 @@ class PeakMemory:
     """Peak memory during a block, absolute (``peak_mb``) and above the level at its start
     (``added_mb``): allocated CUDA memory on a GPU; on the CPU, the process's resident set size,
     sampled every 5 ms by a background thread. On the CPU the absolute peak includes torch
-    itself (about 1 GB); ``added_mb`` is what the block added."""
+    itself (about 1 GB); ``added_mb`` is what the block added.
+
+    On the CPU the start level is taken after a garbage collection and glibc's ``malloc_trim``,
+    which hands the memory that earlier runs freed back to the system, so that a run reusing an
+    earlier run's freed heap is not shown as adding nothing. The first run of a process also
+    counts what torch allocates lazily on first use (on digits, ~150 MB)."""
 
     def __init__(self, dev: torch.device) -> None:
         self.dev, self.peak_mb, self.start_mb = dev, 0.0, 0.0
@@ -253,6 +260,8 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.dev)
             self.start_mb = torch.cuda.memory_allocated(self.dev) / 2**20
         else:
+            gc.collect()
+            _malloc_trim()
             self.start_mb = psutil.Process().memory_info().rss / 2**20
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
@@ -273,21 +282,60 @@ class PeakMemory:
             self._thread.join()
 
 
+def _malloc_trim() -> None:
+    """Return freed heap memory to the system (glibc only; elsewhere nothing happens)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def summary(records: list[RunRecord]):
     """A pandas table per (method, n_train) of the FINISHED runs: test accuracy mean ± std over
-    seeds, mean times, peak added memory, and the count of runs that did not finish per method.
-    Empty (with those columns) when nothing finished."""
+    seeds (std 0 for one seed), mean times, peak added memory, and the count of runs that did not
+    finish per method; ``n_train`` and ``seeds`` are integers (missing for a method with no
+    finished run). Empty (with those columns) when nothing finished."""
     import pandas as pd
 
     columns = ["acc_mean", "acc_std", "seeds", "fit_s", "predict_s", "peak_mb", "failed"]
     done = [{"method": r.method, "n_train": r.n_train, **r.evaluation.to_json()} for r in records if r.evaluation]
     failed = pd.Series([r.method for r in records if r.evaluation is None], dtype=object).value_counts()
     if not done:
-        table = pd.DataFrame({"method": failed.index, "n_train": 0, "failed": failed.values})
-        return table.reindex(columns=["method", "n_train", *columns]).set_index(["method", "n_train"])
+        table = pd.DataFrame({"method": failed.index, "n_train": pd.NA, "failed": failed.values})
+        table = table.reindex(columns=["method", "n_train", *columns]).astype({"n_train": "Int64", "seeds": "Int64"})
+        return table.set_index(["method", "n_train"])
     table = pd.DataFrame(done).groupby(["method", "n_train"]).agg(
         acc_mean=("test_accuracy", "mean"), acc_std=("test_accuracy", "std"), seeds=("test_accuracy", "size"),
         fit_s=("time_fit_s", "mean"), predict_s=("time_predict_s", "mean"), peak_mb=("peak_memory_mb", "max"))
+    table["acc_std"] = table["acc_std"].mask(table["seeds"] == 1, 0.0)  # one seed: no spread, not NaN
     table = table.reset_index().merge(failed.rename("failed"), left_on="method", right_index=True, how="outer")
-    table = table.fillna({"failed": 0}).astype({"failed": int})
+    table = table.fillna({"failed": 0}).astype({"failed": int, "n_train": "Int64", "seeds": "Int64"})
     return table.sort_values(["n_train", "acc_mean"], ascending=[True, False]).set_index(["method", "n_train"])
+
+
+def summary_text(records: list[RunRecord]) -> str:
+    """:func:`summary` as the CLI prints it, in the units of :mod:`ntkbench.format`: accuracy in
+    percent (± std only for several seeds), times in ms/s/min/h, memory in MB/GB, counts as
+    integers; a method with no finished run shows ``—`` for its figures."""
+    import pandas as pd
+
+    from ntkbench import format as fmt
+
+    def value(v):  # type: ignore[no-untyped-def]
+        return None if pd.isna(v) else v
+
+    lines = [{"method": method, "n_train": fmt.integer(value(n_train)),
+              "test accuracy, %": fmt.accuracy(value(r.acc_mean), value(r.acc_std), value(r.seeds) or 0),
+              "seeds": fmt.integer(value(r.seeds)), "fit time": fmt.seconds(value(r.fit_s)),
+              "predict time": fmt.seconds(value(r.predict_s)), "peak memory": fmt.megabytes(value(r.peak_mb)),
+              "failed": fmt.integer(r.failed)}
+             for (method, n_train), r in summary(records).iterrows()]
+    if not lines:
+        return "no runs"
+    columns = list(lines[0])
+    widths = [max(len(c), *(len(line[c]) for line in lines)) for c in columns]
+
+    def join(cells: list[str]) -> str:  # the method left-aligned, the figures right-aligned
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([join(columns), *(join([line[c] for c in columns]) for line in lines)])

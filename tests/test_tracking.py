@@ -115,7 +115,7 @@ def test_a_store_that_fails_mid_run_loses_nothing(workdir, new_store, monkeypatc
     assert [r.status for r in results] == ["FINISHED", "FINISHED"]
     err = capsys.readouterr().err
     assert err.count(f"ntkbench: warning: the MLflow store {uri} failed") == 1, err
-    assert "import them with `ntkbench sync --outbox mlruns-outbox`" in err
+    assert f"import them with `ntkbench sync --outbox mlruns-outbox --tracking-uri {uri}`" in err
     assert len(_records("mlruns-outbox")) == 2
 
     db.write_bytes(saved["db"])  # the store is back, with nn's partial run in it

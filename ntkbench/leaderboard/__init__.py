@@ -29,6 +29,9 @@ def build(tracking_uri: str | None, entries_dir: Path, out_dir: Path, verified_f
     results, problems = load_entries(entries_dir, verified_file)
     local: list[RunRecord] = []
     if not entries_only:
+        from ntkbench.tracking.sync import report_dead_runs  # lazily: the tracking package imports torch
+
+        report_dead_runs(tracking_uri)  # one line when killed runs of the store are still RUNNING
         local, found = records_from_mlflow(tracking_uri)
         problems += found
     rows = aggregate(combine(local, results))

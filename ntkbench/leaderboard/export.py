@@ -3,7 +3,6 @@ which writes the entries (see :mod:`ntkbench.leaderboard.schema`) of chosen runs
 
 from __future__ import annotations
 
-import inspect
 import json
 import shlex
 from collections.abc import Iterable, Mapping
@@ -38,10 +37,9 @@ def _task_options(task: str) -> set[str]:
     """The options ``--set task.NAME`` accepts for ``task``: the common ones but the seed, and
     the builder's own keyword parameters (none for a task not registered here)."""
     from ntkbench.tasks import TASKS
-    from ntkbench.tasks.base import COMMON_OPTIONS
+    from ntkbench.tasks.base import COMMON_OPTIONS, option_names
 
-    own = set(list(inspect.signature(TASKS.get(task)).parameters)[1:]) if task in TASKS else set()
-    return (set(COMMON_OPTIONS) - {"seed"}) | own
+    return set(option_names(task) if task in TASKS else COMMON_OPTIONS) - {"seed"}
 
 
 def build_command(config: Config, seeds: Iterable[int], device: str) -> str:

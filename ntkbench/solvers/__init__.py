@@ -12,6 +12,12 @@
 >>> alpha = cholesky_ridge_(k_train_train, y_train, choice.ridge).alpha   # consumes k_train_train
 """
 
+import warnings
+
+with warnings.catch_warnings():  # linear_operator's import uses torch.jit.script: 2 lines on stderr of every command
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+    import linear_operator  # noqa: F401
+
 from ntkbench.solvers.cg import CGResult, CGSettings, cg_context, cg_ridge
 from ntkbench.solvers.cholesky import CholeskyResult, JitterPolicy, cholesky_flops, cholesky_ridge_
 from ntkbench.solvers.choice import SOLVERS, SolverChoice, SolverName, SolverPolicy, choose_solver

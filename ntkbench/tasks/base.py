@@ -97,12 +97,17 @@ def get(name: str, **options: object) -> Task:
     """
     builder = TASKS.get(name)
     own = list(inspect.signature(builder).parameters)[1:]
-    valid = [*COMMON_OPTIONS, *own]
+    valid = option_names(name)
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for task {name!r}; valid options: {', '.join(valid)}")
     common = Common(**{k: v for k, v in options.items() if k in COMMON_OPTIONS})
     return builder(common, **{k: v for k, v in options.items() if k in own})
+
+
+def option_names(name: str) -> list[str]:
+    """The options task ``name`` accepts: the generic ones of ``Common``, then its builder's own."""
+    return [*COMMON_OPTIONS, *list(inspect.signature(TASKS.get(name)).parameters)[1:]]
 
 
 def list_tasks(pattern: str = "*") -> list[str]:

@@ -23,6 +23,7 @@ from ntkbench.tracking import store
 from ntkbench.tracking.environment import process_tags, source_tags
 from ntkbench.tracking.journal import HEARTBEAT_TAG, JOURNAL_FORMAT, Journal, now_ms, resolve_outbox
 from ntkbench.tracking.schema import StoreUnavailable
+from ntkbench.tracking.sync import report_dead_runs
 
 
 class Tracker:
@@ -48,6 +49,7 @@ class Tracker:
             import mlflow
 
             mlflow.set_tracking_uri(self.uri)
+            report_dead_runs(self.uri, self.client)
 
     @contextmanager
     def run(self, experiment: str, run_name: str, params: dict[str, object], tags: dict[str, str]) -> Iterator[Run]:
@@ -75,7 +77,7 @@ class Tracker:
 
     def _warn(self, problem: str) -> None:
         print(f"ntkbench: warning: {problem}; runs go on into the outbox {self.outbox}/; import them with "
-              f"`ntkbench sync --outbox {self.outbox}`", file=sys.stderr)
+              f"`ntkbench sync --outbox {self.outbox} --tracking-uri {self.uri}`", file=sys.stderr)
 
 
 class Run:

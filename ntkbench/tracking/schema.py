@@ -58,8 +58,7 @@ def open_client(uri: str) -> MlflowClient:
     one line) or :class:`StoreBroken`. MLflow's own INFO lines about tables are silenced."""
     from mlflow import MlflowClient
 
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    _quiet()
     if uri.startswith(("http://", "https://")):
         _probe(uri)
         # One failed request must not stall a grid for minutes of retries: it goes to the outbox.
@@ -67,19 +66,34 @@ def open_client(uri: str) -> MlflowClient:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(10, int(connect_timeout()))))
     try:
         with schema_lock(uri):
+            broken = _broken(uri)  # MLflow opens it all the same when the race ended at the head revision
+            if broken:
+                raise broken
             client = MlflowClient(uri)
             client.search_experiments(max_results=1)  # opens the store: creates or upgrades the schema
-    except StoreUnavailable:
+    except (StoreUnavailable, StoreBroken):
         raise
     except Exception as e:  # whatever MLflow raised for this store
-        problem = half_migrated(uri)
-        if problem:
-            raise StoreBroken(f"the MLflow store {uri} was left half-migrated ({problem}), as concurrent first use "
-                              f"by an older ntkbench or MLflow leaves it; repair it with "
-                              f"`ntkbench store repair --tracking-uri {uri}`") from None
+        broken = _broken(uri)
+        if broken:
+            raise broken from None
         detail = (str(e).strip().splitlines() or [""])[0][:300]
         raise StoreUnavailable(f"the MLflow store {uri} cannot be opened ({type(e).__name__}: {detail})") from None
     return client
+
+
+def _quiet() -> None:
+    """Silence the INFO lines MLflow and alembic log about creating and upgrading tables."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _broken(uri: str) -> StoreBroken | None:
+    """The :class:`StoreBroken` of a half-migrated store, naming the repair command; else None."""
+    problem = half_migrated(uri)
+    return StoreBroken(f"the MLflow store {uri} was left half-migrated ({problem}), as concurrent first use by an "
+                       f"older ntkbench or MLflow leaves it; repair it with `ntkbench store repair --tracking-uri {uri}`"
+                       ) if problem else None
 
 
 def _probe(uri: str) -> None:
@@ -156,6 +170,7 @@ def repair(uri: str) -> str:
     from mlflow.store.db.utils import _upgrade_db
     import sqlalchemy
 
+    _quiet()
     done = []
     with schema_lock(uri):
         path = sqlite_path(uri)

@@ -101,7 +101,7 @@ def runs_frame(uri: str | None, run_ids: list[str] | None = None) -> "pandas.Dat
     import pandas as pd
 
     resolved = resolve_uri(uri)
-    missing = _missing_local_store(resolved)
+    missing = missing_local_store(resolved)
     if missing and not run_ids:
         return pd.DataFrame()
     if missing:
@@ -140,7 +140,7 @@ def _search(uri: str, filter_string: str):
             os.environ["MLFLOW_TRACKING_URI"] = old_env
 
 
-def _missing_local_store(uri: str) -> bool:
+def missing_local_store(uri: str) -> bool:
     """True for an SQLite file or a local folder store that does not exist."""
     if uri.startswith("sqlite:///"):
         path = uri[len("sqlite:///"):].split("?", 1)[0]

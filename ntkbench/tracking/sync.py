@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 
+REAPED_TAG = "ntkbench_reaped"
+"""Set on a run that :func:`sync` marked FAILED because its process was gone: the store has only
+what the run logged live, and its journal (if it turns up, e.g. synced on its host) replaces it."""
 DEFAULT_LEASE_S = 600.0
 """How long a RUNNING run of another host may go without a heartbeat before sync calls it dead
 (20 heartbeats; a run on this host is checked by its pid instead)."""
@@ -48,7 +52,8 @@ def sync(outbox: str | Path | None = None, uri: str | None = None,
     since …)``, at the time of its last event or heartbeat. Each import is atomic: if any write
     fails, the run it created is deleted, and the journal stays for the next sync. A journal
     already in the store is skipped; the runs it left RUNNING (the store failed mid-run, the
-    process died, or a sync was cut short) are deleted once its complete import is in. A bad
+    process died, or a sync was cut short) or that a sync reaped (``ntkbench_reaped``: the store
+    had only what the run logged live) are deleted once its complete import is in. A bad
     or failing journal stays in the outbox and the others go on. An ``outbox`` given that does
     not exist raises a ValueError; the default one may be missing (there may be dead runs to mark
     all the same).
@@ -93,11 +98,36 @@ def dead_runs(client: MlflowClient, lease_s: float = DEFAULT_LEASE_S) -> list[tu
     return dead
 
 
+def report_dead_runs(uri: str | None, client: MlflowClient | None = None) -> int:
+    """How many runs of the store ``uri`` are RUNNING with their process gone (:func:`dead_runs`,
+    default lease); when there are any, one line on stderr says so and that ``ntkbench sync``
+    marks them FAILED. ``ntkbench run`` (mlflow mode) and ``leaderboard`` call it on the store
+    they use. Without ``client`` the store is opened (``StoreBroken`` or ``StoreUnavailable``
+    as :func:`~ntkbench.tracking.schema.open_client` raises them); a local store that does not
+    exist is not created (0). A store that fails while searching counts 0: what the caller does
+    next meets the failure and says so."""
+    resolved = store.resolve_uri(uri)
+    if client is None:
+        if store.missing_local_store(resolved):
+            return 0
+        client = store.client(resolved, "or leave the store out (leaderboard --entries-only)")
+    try:
+        count = len(dead_runs(client))
+    except Exception:  # whatever the store raised; the caller's own use of it reports the failure
+        return 0
+    if count:
+        print(f"ntkbench: {count} run(s) in {resolved} are still RUNNING but their process is gone; mark them FAILED "
+              f"with `ntkbench sync --tracking-uri {resolved}`", file=sys.stderr)
+    return count
+
+
 def _reap(client: MlflowClient, run: Any, since: int) -> SyncResult:
     """Mark one dead RUNNING run FAILED, ended at its last sign of life."""
+    from mlflow.entities import RunTag
+
     run_id = run.info.run_id
     try:
-        client.set_tag(run_id, "error", killed_since(since))
+        client.log_batch(run_id, tags=[RunTag("error", killed_since(since)), RunTag(REAPED_TAG, "true")])
         client.set_terminated(run_id, "FAILED", since)
     except Exception as e:  # whatever the store raised; the next sync tries again
         return SyncResult(run_id, "failed", f"run {run_id}: {type(e).__name__}: {e}; still RUNNING")
@@ -131,13 +161,13 @@ def _sync_one(client: MlflowClient, path: Path) -> SyncResult:
 
 def _sync_events(client: MlflowClient, path: Path, events: list[dict[str, Any]], touched: int) -> tuple[str, str]:
     runs = _runs_of(client, events[0])
-    done = [r.info.run_id for r in runs if r.info.status != "RUNNING"]
-    if done:  # imported before; a copy left RUNNING by a sync cut short after that goes
-        for run in runs:
-            if run.info.status == "RUNNING":
-                client.delete_run(run.info.run_id)
+    partial = [r for r in runs if r.info.status == "RUNNING" or REAPED_TAG in r.data.tags]
+    done = [r.info.run_id for r in runs if r.info.status != "RUNNING" and REAPED_TAG not in r.data.tags]
+    if done:  # imported before; a copy left RUNNING (or reaped) by a sync cut short after that goes
+        for run in partial:
+            client.delete_run(run.info.run_id)
         return "skipped", f"{path}: already in the store as run {done[0]}"
-    return "imported", _import(client, path, events, runs, touched)
+    return "imported", _import(client, path, events, partial, touched)
 
 
 def _runs_of(client: MlflowClient, start: dict[str, Any]) -> list:

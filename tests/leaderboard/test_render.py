@@ -13,7 +13,7 @@ import pytest
 from board_records import make_record, local
 
 from ntkbench.leaderboard.ranking import SELF_REPORTED, VERIFIED, Result, aggregate
-from ntkbench.leaderboard.render import (COLUMNS, CSV_COLUMNS, RENDERED, escape_markdown, render, render_csv,
+from ntkbench.leaderboard.render import (ACCURACY, COLUMNS, CSV_COLUMNS, RENDERED, escape_markdown, render, render_csv,
                                          render_markdown)
 
 SCRIPT = "<script>alert(1)</script>"
@@ -54,14 +54,18 @@ def test_markdown_table(rows, tmp_path: Path):
     assert header == [escape_markdown(c) for c in COLUMNS]
     assert all(len(md_cells(ln)) == len(header) for ln in tables), "a row broke the table"
     assert len(tables) == 2 * 2 + len(rows)  # header + rule per task
-    body = [md_cells(ln) for ln in tables if md_cells(ln)[0].isdigit()]
-    wide = next(c for c in body if c[2].startswith("mlp depth=2"))
+    body = [dict(zip(COLUMNS, md_cells(ln))) for ln in tables if md_cells(ln)[0].isdigit()]
+    wide = next(c for c in body if c["config"].startswith("mlp depth=2"))
     fingerprint = make_record().fingerprint
-    assert wide[:5] == ["1", "nn", f"mlp depth=2 width=256 ({fingerprint})", "100", "96.00 ± 1.00 (3 seeds)"]
-    narrow = next(c for c in body if c[2].startswith("mlp depth=1"))
-    assert narrow[4] == "60.00 ± 0.00 (1 seed)" and narrow[12] == "local"
-    ntk = next(c for c in body if c[1] == "ntk")
-    assert ntk[11] == "mixed" and ntk[12] == "self-reported" and ntk[2].startswith("mlp (")
+    assert [wide[c] for c in ("rank", "method", ACCURACY, "config", "n_train")] == [
+        "1", "nn", "96.0 ± 1.0 (3 seeds)", f"mlp depth=2 width=256 ({fingerprint})", "100"]
+    assert (wide["fit time"], wide["total time"], wide["peak memory"], wide["parameters"]) == (
+        "8.00 s", "10.0 s", "100 MB", "1,000")
+    narrow = next(c for c in body if c["config"].startswith("mlp depth=1"))
+    assert narrow[ACCURACY] == "60.0 (1 seed)" and narrow["source"] == "local"  # one seed: no spread
+    ntk = next(c for c in body if c["method"] == "ntk")
+    assert ntk["commit"] == "mixed" and ntk["source"] == "self-reported" and ntk["config"].startswith("mlp (")
+    assert ntk[ACCURACY] == "94.0 ± 0.0 (2 seeds)"  # two seeds that agree: said, not hidden
     assert SCRIPT not in md and "&lt;script&gt;alert(1)&lt;/script&gt;" in md and "a\\|b" in md
     assert "## digits" in md and "## wine" in md and "9 runs in 5 rows over 2 tasks" in md
 
@@ -83,7 +87,7 @@ def test_html_shows_the_config_one_click_away(rows, tmp_path: Path):
         row = next(r for r in rows if r.fingerprint == fingerprint and r.label == label)
         assert json.loads(config.replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">")
                           .replace("&#x27;", "'").replace("&amp;", "&")) == row.config.to_json()
-    assert "seed 0: 60.00 (latest of 2 runs)" in page
+    assert "seed 0: 60.0 % (latest of 2 runs)" in page
     assert 'title="verified by Ann on 2026-12-05"' in page
 
 
@@ -93,7 +97,8 @@ def test_html_escaping_and_content(rows, tmp_path: Path):
     assert SCRIPT not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert page.count("<script>") == 1  # only the page's own sorting script
     assert ">a|b</td>" in page
-    assert page.count("<table") == 2 and page.count("<svg") == 2 * 2  # no task has two n_train
+    # a table per task, and each plot (no task has two n_train: no learning curves) with its data
+    assert page.count('<table class="sortable"') == 2 and page.count("<svg") == page.count('<table class="data"') == 2 * 2
     assert page.count('<tr class="pareto">') == sum(r.pareto for r in rows)
     assert 'href="http' not in page and 'src="http' not in page and "@import" not in page
     assert "2026-12-04T00:00:00.000+00:00" in page  # the data's latest finished_at
@@ -146,3 +151,24 @@ def test_empty(tmp_path: Path):
         assert "No runs yet" in text and "make bench" in text and "entries/bad.json" in text
     assert "<table" not in page and "<svg" not in page
     assert render_markdown([]).startswith("# ntkbench leaderboard")
+
+
+def test_numbers_read_in_human_units(tmp_path: Path):
+    """The breast-cancer entk fit time read "1e+03 ms", and one seed "± 0.00 (1 seed)"."""
+    results = local(make_record("breast_cancer", "entk", seed=0, acc=0.9561, total=1.2495, peak=13530.0,
+                                n_params=1_234_567),
+                    *(make_record("breast_cancer", "nn", seed=s, acc=a, total=4000.0, peak=0.05)
+                      for s, a in enumerate((0.95, 0.96))))
+    render(aggregate(results), tmp_path)
+    md = (tmp_path / "README.md").read_text(encoding="utf-8")
+    page = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    body = {c["method"]: c for c in (dict(zip(COLUMNS, md_cells(ln))) for ln in md.splitlines()
+                                     if ln.startswith("| ") and md_cells(ln)[0].isdigit())}
+    entk, nn = body["entk"], body["nn"]
+    assert (entk["fit time"], entk["predict time"], entk["peak memory"], entk["parameters"]) == (
+        "1.00 s", "250 ms", "13.2 GB", "1,234,567")
+    assert entk[ACCURACY] == "95.6 (1 seed)" and nn[ACCURACY] == "95.5 ± 0.7 (2 seeds)"
+    assert (nn["total time"], nn["peak memory"]) == ("1.11 h", "0.0500 MB")
+    for text in (md, page):
+        assert not re.search(r"\de[+-]\d", text.split("<script>")[0]) and "± 0.00" not in text
+    assert "95.6<span class=\"seeds\">1 seed</span>" in page and "95.5 ± 0.7<span" in page
