@@ -42,14 +42,16 @@ def process_tags() -> dict[str, str]:
 
 
 def process_alive(host: str, pid: str, started: str) -> bool | None:
-    """Whether the process (``host``, ``pid``, start time) of :func:`process_tags` lives: None
-    when it ran on another host, which this machine cannot tell."""
+    """Whether the process (``host``, ``pid``, start time) of :func:`process_tags` lives (a
+    zombie, killed but not yet reaped by its parent, does not): None when it ran on another
+    host, which this machine cannot tell."""
     import psutil
 
     if host != platform.node():
         return None
     try:
-        return repr(psutil.Process(int(pid)).create_time()) == started
+        process = psutil.Process(int(pid))
+        return repr(process.create_time()) == started and process.status() != psutil.STATUS_ZOMBIE
     except (psutil.Error, ValueError):
         return False
 
