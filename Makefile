@@ -35,8 +35,9 @@ $(VENV)/.installed: pyproject.toml
 # The suite, with its slowest tests listed. pytest's own exit status is make's: a failure, an
 # interrupted run and "no tests collected" (5) all fail the target. CI runs it under
 # OMP_NUM_THREADS=2 and =1 (.ci/run): the tests assert nothing that depends on the thread count.
+# PYTEST_ARGS narrows a run, e.g. PYTEST_ARGS='-m "not processes"' (CI's second, 1-thread pass).
 test: install
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m ntkbench.cli run --task $(TASK) --method all --arch $(ARCH) --seeds $(SEEDS) $(BENCH_SET)

@@ -23,6 +23,8 @@ from ntkbench.tracking.environment import HOST_TAG
 from ntkbench.tracking.journal import HEARTBEAT_TAG, now_ms
 from ntkbench.tracking.schema import half_migrated
 
+pytestmark = pytest.mark.processes  # CI runs these once, in its 2-thread pass
+
 EPOCHS = 300
 GRID = ("run", "--task", "digits", "--method", "nn,ntk", "--seeds", "0,1,2", "--set=task.n_train=200",
         "--set=task.n_test=100", "--set=arch.depth=1", "--set=arch.width=32", f"--set=nn.epochs={EPOCHS}")

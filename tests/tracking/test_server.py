@@ -24,6 +24,8 @@ import ntkbench
 from ntkbench import cli
 from ntkbench.tracking import postgres, server
 
+pytestmark = pytest.mark.processes  # CI runs these once, in its 2-thread pass
+
 WORKERS = 6
 ROOT = str(Path(ntkbench.__file__).resolve().parents[1])
 ENV = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "NTKBENCH_OUTBOX")}
