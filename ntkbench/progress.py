@@ -18,7 +18,6 @@ terminal, as tqdm's users expect.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Iterable
@@ -26,6 +25,8 @@ from contextvars import ContextVar
 from typing import IO, TYPE_CHECKING, TypeVar
 
 from tqdm.auto import tqdm
+
+from ntkbench import format as fmt
 
 if TYPE_CHECKING:
     from ntkbench.record import RunRecord
@@ -62,16 +63,8 @@ def records(items: list[T], quiet: bool = False, unit: str = "record") -> Iterab
 def outcome(record: RunRecord) -> str:
     """``FINISHED, 95.8 %`` (test accuracy in percent), or the status with the error."""
     if record.evaluation is not None:
-        return f"{record.status}, {format_percent(record.evaluation.test_accuracy)}"
+        return f"{record.status}, {fmt.percent(record.evaluation.test_accuracy)} %"
     return f"{record.status}: {record.error}" if record.error else record.status
-
-
-def format_percent(fraction: float) -> str:
-    return f"{100 * fraction:.1f} %" if math.isfinite(fraction) else "–"
-
-
-def format_seconds(seconds: float) -> str:
-    return f"{seconds:.1f} s"
 
 
 class RunProgress:
@@ -108,7 +101,7 @@ class RunProgress:
         name = f"{self.unit} {self.index}/{self.total} {self.label}"
         if self.mode == "lines":
             seconds = time.perf_counter() - self._started
-            print(f"{name}: {outcome(record)} in {format_seconds(seconds)}", file=self.stream, flush=True)
+            print(f"{name}: {outcome(record)} in {fmt.seconds(seconds)}", file=self.stream, flush=True)
         elif record.evaluation is None:
             tqdm.write(f"ntkbench: {name} {record.status.lower()}: {record.error}", file=self.stream)
         if self._bar is not None:
