@@ -1,6 +1,6 @@
 """The study's statistics: accuracies with Wilson score intervals, differences of accuracies with
-Newcombe's interval, other means with a 95% Student-t interval, Pearson's r with its Fisher-z
-interval, and per-seed paired differences.
+Newcombe's interval, other means with a 95% Student-t interval kept to the quantity's range,
+Pearson's r with its Fisher-z interval, and per-seed paired differences.
 
 Why Wilson for accuracies. An accuracy is a proportion: k correct test predictions out of n. A
 Student-t interval over a few seeds' accuracies ignores that, and with 2 or 3 seeds it left the
@@ -78,10 +78,12 @@ def difference(accuracies: Any, sizes: Any, ref_accuracies: Any, ref_sizes: Any)
     return d, max(-1.0, lo), min(1.0, hi), runs
 
 
-def interval(values: Any) -> tuple[float, float, float, int]:
+def interval(values: Any, within: tuple[float, float] = (-math.inf, math.inf)) -> tuple[float, float, float, int]:
     """Mean, the 95% Student-t interval of the mean (NaN bounds for fewer than two values), and
-    the count, over the finite ``values``: mean ± t_{0.975, n−1} · s/√n. For unbounded quantities
-    (times, distances); accuracies take :func:`proportion`."""
+    the count, over the finite ``values``: mean ± t_{0.975, n−1} · s/√n, intersected with
+    ``within``, the quantity's possible range (a fraction's [0, 1], a time's [0, ∞)). The
+    intersection keeps the interval's coverage, since the true mean lies in that range. For
+    times, distances and energies; accuracies take :func:`proportion`."""
     from scipy import stats
 
     v = [float(x) for x in values if math.isfinite(float(x))]
@@ -92,7 +94,7 @@ def interval(values: Any) -> tuple[float, float, float, int]:
         return mean, math.nan, math.nan, 1
     sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (len(v) - 1))
     half = float(stats.t.ppf(0.975, len(v) - 1)) * sd / math.sqrt(len(v))
-    return mean, mean - half, mean + half, len(v)
+    return mean, max(within[0], mean - half), min(within[1], mean + half), len(v)
 
 
 def correlation(x: Any, y: Any) -> tuple[float, float, float, int]:
