@@ -234,8 +234,8 @@ def test_findings_open_the_report_and_match_its_tables(store):
     accuracy = {(r[0], r[1]): r for r in _table(md, "Accuracy by method")}
     energy = {(r[0], r[1], r[2]): r for r in _table(md, "Target energy in the top eigenmodes")}
     r_table = {r[0]: r for r in _table(md, "Target energy in the top eigenmodes") if len(r) == 3}
-    for anchor in ("accuracy-by-method", "target-energy-in-the-top-eigenmodes"):
-        assert f'id="{anchor}"' in page and f'href="#{anchor}"' in page and f"](#{anchor}))" in md
+    for link in ("accuracy-by-method", "target-energy-in-the-top-eigenmodes"):
+        assert f'id="{link}"' in page and f'href="#{link}"' in page and f"](#{link}))" in md
     for task in ("iris", "teacher"):
         block = found.split(f"**{task}**", 1)[1].split("**", 1)[0]
         space, linear = [line for line in block.splitlines() if line.startswith("- ")]
