@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 
 import psutil
 import torch
+
 from ntkbench import signals
 from ntkbench import arch as arch_lib
 from ntkbench import methods as method_lib

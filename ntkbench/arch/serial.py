@@ -10,6 +10,7 @@ from functools import partial
 
 import torch
 from torch import nn
+
 from ntkbench import progress, signals
 from ntkbench.arch.kernel import Kernel, exact_self_pairs, full_to_diag, input_kernel, map_tensors
 from ntkbench.arch.layers import PARAMETERIZATIONS, AvgPool, Dense, Flatten, GlobalAvgPool, Layer, Shape

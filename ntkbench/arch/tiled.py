@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
+
 from ntkbench import progress, signals
 from ntkbench.arch.kernel import Kernel
 from ntkbench.arch.serial import Serial

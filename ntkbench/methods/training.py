@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 from torch.func import functional_call, grad, jacrev, vmap
+
 from ntkbench import progress, signals
 from ntkbench.arch import Network, Serial
 from ntkbench.methods.base import AT_EPOCH, NonFiniteError, RunContext, centered_one_hot
