@@ -101,6 +101,12 @@ def test_on_a_terminal_a_bar_shows_the_run_its_epochs_and_an_eta():
     assert _in_a_terminal(["run", *TINY, "--method", "ntk", "--tracking", "off", "--quiet"]) == ""
 
 
+def test_on_a_terminal_sync_shows_a_bar_over_the_records(capsys, workdir):
+    assert cli.main(["run", *TINY, "--method", "ntk", "--seeds", "0,1", "--tracking", "offline", "-q"]) == 0
+    text = _in_a_terminal(["sync", "--tracking-uri", f"sqlite:///{workdir}/mlflow.db"])
+    assert re.search(r"records: 100%\|.*\| 2/2 \[", text), text
+
+
 def test_sync_quiet_keeps_the_summary(capsys, workdir):
     assert cli.main(["run", *TINY, "--method", "ntk", "--tracking", "offline"]) == 0
     capsys.readouterr()
