@@ -68,9 +68,11 @@ validate: check-leaderboard
 check-leaderboard: install
 	$(PY) -m ntkbench.cli leaderboard --check --out leaderboard
 
-# The MLflow UI on the same store as `make bench` (http://127.0.0.1:5000).
+# The MLflow UI on the same store as `make bench`, at http://127.0.0.1:5000: prints (and opens,
+# given a display) the URL of TASK's runs in MLflow's machine-learning view, with the accuracy,
+# time and memory columns (ntkbench.tracking.ui). Ctrl-C stops the server.
 ui: install
-	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000
+	$(PY) -m ntkbench.cli ui --task $(TASK)
 
 # A team tracking server (README, "Teams and many workers"): PostgreSQL and mlflow server with
 # their data in SERVER_DIR (git-ignored); prints the tracking URI once it answers. The port is

@@ -7,6 +7,9 @@
     ntkbench run|study ... --tracking offline [--outbox DIR]; later: ntkbench sync [--outbox DIR] [--lease S]
     ntkbench store repair [--tracking-uri URI]
     ntkbench server start|stop|status [--dir DIR] [--port P]   (PostgreSQL + mlflow server for a team)
+    ntkbench ui [--task T]
+
+``--help`` prints :data:`DESCRIPTION` and :data:`EPILOG`, plain text.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,8 +59,23 @@ def parse_ints(flag: str, text: str, minimum: int) -> tuple[int, ...]:
     return values
 
 
+DESCRIPTION = ("Benchmark trained networks (nn) against their linearizations (taylor, entk)\n"
+               "and infinite-width kernels (ntk, nngp), with every run tracked in MLflow.")
+EPILOG = """examples:
+  ntkbench run --task digits --method all --seeds 0,1,2 --set nn.lr=0.1
+  ntkbench list tasks
+  ntkbench study --task digits --quick
+  ntkbench leaderboard
+  ntkbench run --task iris --tracking offline, later: ntkbench sync
+  ntkbench ui --task digits
+
+Progress goes to stderr: a bar on a terminal, one line per finished run otherwise,
+nothing with --quiet. Each command's --help lists its options."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ntkbench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="ntkbench", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run methods on a task and log them to MLflow")
     run.add_argument("--task", default="digits")
@@ -75,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", default=None, help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
     add_tracking_options(run)
     run.add_argument("--no-track", dest="tracking", action="store_const", const="off", help="same as --tracking off")
+    add_quiet_option(run)
     board = sub.add_parser("leaderboard", help="render README.md, site/index.html and leaderboard.csv from the "
                                                "MLflow store and the committed entries")
     board.add_argument("--tracking-uri", default=None)
@@ -95,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="an architecture option, e.g. --set arch.width=256 (repeatable)")
     study.add_argument("--tracking-uri", default=None)
     add_tracking_options(study)
+    add_quiet_option(study)
     study.add_argument("--out", type=Path, default=Path("leaderboard/site"))
     report = sub.add_parser("report", help="render study-TASK.html and .md from the study's MLflow runs")
     report.add_argument("--task", required=True)
@@ -115,10 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--lease", default=None, metavar="SECONDS",
                       help="a RUNNING run of another host with no heartbeat for this long is marked FAILED "
                            "(default 600; runs of this host are checked by their pid)")
+    add_quiet_option(sync, "no progress bar and no line per imported record; errors and the summary remain")
     store = sub.add_parser("store", help="maintain an MLflow store")
     store.add_argument("action", choices=["repair"], help="repair: finish or undo a half-done schema migration")
     store.add_argument("--tracking-uri", default=None, help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
-    server = sub.add_parser("server", help="a team tracking server: PostgreSQL and `mlflow server` (artifacts "
+    server = sub.add_parser("server", help="a team tracking server: PostgreSQL and an mlflow server (artifacts "
                                            "proxied) with their data in one folder")
     server.add_argument("action", choices=["start", "stop", "status"])
     server.add_argument("--dir", type=Path, default=Path("tracking-server"), help="the server's folder "
@@ -131,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "the folder's last, else 1 (faster than more for MLflow's keep-alive clients, see server.py)")
     server.add_argument("--backend-store-uri", default=None, help="a database of your own "
                         "(postgresql+psycopg2://USER@HOST:PORT/DB): then no PostgreSQL is started")
+    ui = sub.add_parser("ui", help="serve the MLflow UI and print (and open, given a display) the URL of a task's runs")
+    ui.add_argument("--task", default="digits", help="the task whose runs the URL shows (default digits)")
+    ui.add_argument("--tracking-uri", default=None, help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db; "
+                                                          "an http(s) server is not served again, only linked")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--no-browser", dest="browser", action="store_false", help="print the URL only")
     lst = sub.add_parser("list", help="list registered tasks, methods or architectures")
     lst.add_argument("what", choices=["tasks", "methods", "archs"])
     lst.add_argument("pattern", nargs="?", default="*")
@@ -144,8 +173,14 @@ VERIFIED_HELP = "the maintainers' list of reproduced entries; default verified.j
 def add_tracking_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking", default="mlflow", choices=["mlflow", "offline", "off"],
                         help="mlflow: log live (if the store fails, go on into the outbox); offline: write run "
-                             "records to the outbox for `ntkbench sync`, no MLflow needed; off: no tracking")
+                             "records to the outbox for ntkbench sync, no MLflow needed; off: no tracking")
     parser.add_argument("--outbox", default=None, help=OUTBOX_HELP)
+
+
+def add_quiet_option(parser: argparse.ArgumentParser,
+                     text: str = "no progress on stderr (by default a bar on a terminal, else one line per finished "
+                                 "run); errors remain") -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help=text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,12 +211,14 @@ def _main(args: argparse.Namespace) -> int:
         return _store_command(args)
     if args.command == "server":
         return _server_command(args)
+    if args.command == "ui":
+        return _ui_command(args)
     try:
         n_trains = parse_ints("--n-train", args.n_train, 1) if args.n_train else ()
         results = run(task=args.task, method=args.method, arch=args.arch, seeds=parse_ints("--seeds", args.seeds, 0),
                       options=parse_settings(args.set), device=args.device, tracking_uri=args.tracking_uri,
                       tracking=args.tracking, outbox=args.outbox, n_trains=n_trains, data_root=args.data_root,
-                      download=args.download)
+                      download=args.download, quiet=args.quiet)
     except (ValueError, UnknownNameError) as e:
         print(f"ntkbench: error: {e}", file=sys.stderr)
         return 2
@@ -214,6 +251,7 @@ def _outbox_note(args: argparse.Namespace) -> None:
 
 def _sync_command(args: argparse.Namespace) -> int:
     """One line per record; exit 2 if a record (or the outbox) is bad, 1 if the store failed."""
+    from ntkbench.progress import records
     from ntkbench.tracking.sync import DEFAULT_LEASE_S, sync
 
     try:
@@ -225,7 +263,8 @@ def _sync_command(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        results = sync(args.outbox, args.tracking_uri, report=_print_synced, lease_s=lease)
+        results = sync(args.outbox, args.tracking_uri, report=partial(_print_synced, quiet=args.quiet), lease_s=lease,
+                       progress=partial(records, quiet=args.quiet))
     except ValueError as e:
         print(f"ntkbench: error: {e}", file=sys.stderr)
         return 2
@@ -278,11 +317,26 @@ def _server_command(args: argparse.Namespace) -> int:
     return 0 if all(s.state == "running" for s in services) else 1
 
 
-def _print_synced(result: SyncResult) -> None:
+def _print_synced(result: SyncResult, quiet: bool = False) -> None:
+    """One line per record (above the progress bar, if any); errors only when ``quiet``."""
+    from tqdm.auto import tqdm
+
     if result.outcome in ("bad", "failed"):
-        print(f"ntkbench: error: {result.message}", file=sys.stderr)
-    else:
-        print(f"{result.outcome}: {result.message}")
+        tqdm.write(f"ntkbench: error: {result.message}", file=sys.stderr)
+    elif not quiet:
+        tqdm.write(f"{result.outcome}: {result.message}", file=sys.stdout)
+
+
+def _ui_command(args: argparse.Namespace) -> int:
+    from ntkbench.tracking.ui import serve
+
+    try:
+        return serve(args.tracking_uri, args.task, args.host, args.port, args.browser)
+    except ValueError as e:
+        print(f"ntkbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
 
 
 def _interrupted(e: KeyboardInterrupt) -> int:
@@ -346,7 +400,7 @@ def _study_command(args: argparse.Namespace) -> int:
                 raise ValueError(f"study --set takes architecture options arch.NAME=VALUE, got {', '.join(bad)}")
             results = run_study(args.task, arch=args.arch, quick=args.quick, tracking_uri=args.tracking_uri,
                                 arch_options={k[len("arch."):]: v for k, v in settings.items()},
-                                tracking=args.tracking, outbox=args.outbox)
+                                tracking=args.tracking, outbox=args.outbox, quiet=args.quiet)
         except (ValueError, UnknownNameError) as e:
             print(f"ntkbench: error: {e}", file=sys.stderr)
             return 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -43,13 +43,27 @@ class Registry(Generic[T]):
         return name in self._items
 
 
+def did_you_mean(names: Sequence[str], known: Sequence[str]) -> str:
+    """``"; did you mean 'epochs'?"`` with the closest of ``known`` to each of ``names`` that has a
+    close one (difflib's ratio ≥ 0.6), or ``""`` when none has."""
+    close = [m[0] for n in names if (m := difflib.get_close_matches(n, known, n=1))]
+    return f"; did you mean {' or '.join(map(repr, dict.fromkeys(close)))}?" if close else ""
+
+
+def unknown_message(subject: str, names: Sequence[str], known: Sequence[str], listing: str) -> str:
+    """One line: ``subject`` with ``{}`` replaced by the quoted ``names``, a :func:`did_you_mean`,
+    then ``listing: <known, comma-separated>`` after a separator, e.g.
+    ``unknown option 'epoch' for method 'nn'; did you mean 'epochs'? Valid options: epochs, lr``
+    or ``unknown task 'nope'. Known tasks: digits, iris``."""
+    hint = did_you_mean(names, known)
+    return f"{subject.format(', '.join(map(repr, names)))}{hint or '.'} {listing}: {', '.join(known)}"
+
+
 class UnknownNameError(KeyError):
     """An unknown registry name; ``str()`` is one line naming the valid choices."""
 
     def __init__(self, kind: str, name: str, known: list[str]) -> None:
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        self.message = f"unknown {kind} {name!r}{hint} Known {kind}s: {', '.join(known)}"
+        self.message = unknown_message(f"unknown {kind} {{}}", [name], known, f"Known {kind}s")
         super().__init__(self.message)
 
     def __str__(self) -> str:

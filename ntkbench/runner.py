@@ -6,7 +6,6 @@ from __future__ import annotations
 import ctypes
 import gc
 import inspect
-import sys
 import threading
 import time
 from contextlib import nullcontext
@@ -15,13 +14,13 @@ from datetime import datetime, timezone
 
 import psutil
 import torch
-from tqdm.auto import tqdm
 
 from ntkbench import signals
 from ntkbench import arch as arch_lib
 from ntkbench import methods as method_lib
 from ntkbench import tasks as task_lib
 from ntkbench.methods.base import NonFiniteError, centered_one_hot
+from ntkbench.progress import RunProgress
 from ntkbench.record import FINGERPRINT_TAG, RECORD_ARTIFACT, Config, Environment, Evaluation, RunRecord, canonical_json
 from ntkbench.tasks.base import identity_options
 from ntkbench.tracking.environment import environment
@@ -68,7 +67,7 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
         track: bool = True, n_trains: tuple[int, ...] = (), data_root: str | None = None,
         download: bool = False, tags: dict[str, str] | None = None,
         nn_outputs: dict[tuple, torch.Tensor] | None = None, tracking: str = "mlflow",
-        outbox: str | None = None) -> list[RunRecord]:
+        outbox: str | None = None, quiet: bool = False, progress: RunProgress | None = None) -> list[RunRecord]:
     """Run every (n_train, seed, method) on ``task`` with one architecture; one record per run.
 
     ``method`` is a name, a comma-separated list or ``all``. ``options`` are ``task.X``,
@@ -81,6 +80,10 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
     outputs of reference runs (the methods others linearize) by data set; pass the same dict to
     several calls (the study does) so that linearizations of a later call get their
     linearization gap against a reference run of an earlier one.
+
+    Progress goes to stderr (:mod:`ntkbench.progress`): a bar over the runs with the current
+    run's epochs or kernel tiles on a terminal, else one line per finished run; nothing with
+    ``quiet``. ``progress`` counts these runs among more (the study passes its own).
 
     Everything is checked before the first run, and a bad value raises a one-line ValueError
     with nothing written: names, every option's type and range (options of methods that are not
@@ -119,20 +122,34 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
     records = []
     nn_outputs = {} if nn_outputs is None else nn_outputs
     grid = [(i, seed, name) for i in range(len(sizes)) for seed in seeds for name in names]
-    for i, seed, name in tqdm(grid, desc="runs", disable=not sys.stderr.isatty()):
-        signals.check()
-        data = datasets[i, seed]
-        model = method_lib.get(name, network, seed, **dict(groups[name]))
-        task_options = identity_options(data.params)
-        config = Config(data.name, name, arch, task_options, _options(model), arch_options)
-        data_key = (data.name, arch, canonical_json(arch_options), canonical_json(task_options), seed)
-        reference = method_lib.linearizes(name)
-        result, scores = _run_one(data, model, config, env, network, dev, tracker,
-                                  nn_outputs.get((reference, *data_key)) if reference else None, tags)
-        if scores is not None:
-            nn_outputs[(name, *data_key)] = scores.cpu()
-        records.append(result)
+    shown = progress or RunProgress(len(grid), quiet)
+    try:
+        for i, seed, name in grid:
+            signals.check()
+            shown.start(f"{shown.context or name} seed {seed}" + (f" n_train {sizes[i]['n_train']}" if len(sizes) > 1 else ""))
+            records.append(_grid_run(datasets[i, seed], name, seed, groups, network, arch, arch_options, env, dev,
+                                     tracker, nn_outputs, tags))
+            shown.finish(records[-1])
+    finally:
+        if progress is None:
+            shown.close()
     return records
+
+
+def _grid_run(data, name: str, seed: int, groups, network, arch: str, arch_options, env: Environment, dev, tracker,
+              nn_outputs: dict[tuple, torch.Tensor], tags: dict[str, str] | None) -> RunRecord:
+    """One (data set, method, seed) of the grid; a run that others linearize leaves its test
+    outputs in ``nn_outputs``, and one that linearizes is compared with them."""
+    model = method_lib.get(name, network, seed, **dict(groups[name]))
+    task_options = identity_options(data.params)
+    config = Config(data.name, name, arch, task_options, _options(model), arch_options)
+    data_key = (data.name, arch, canonical_json(arch_options), canonical_json(task_options), seed)
+    reference = method_lib.linearizes(name)
+    result, scores = _run_one(data, model, config, env, network, dev, tracker,
+                              nn_outputs.get((reference, *data_key)) if reference else None, tags)
+    if scores is not None:
+        nn_outputs[(name, *data_key)] = scores.cpu()
+    return result
 
 
 def _options(model) -> dict[str, object]:
@@ -173,7 +190,6 @@ def _run_one(data, model, config: Config, env: Environment, network, dev, tracke
             record = _ended(replace(record, n_train=n_used, evaluation=evaluation), ctx, tracked, gap)
     except Exception as e:  # recorded, and the grid goes on; the MLflow run is already FAILED
         record = replace(record, status="FAILED", error=record.error or f"{type(e).__name__}: {e}")
-        print(f"ntkbench: {config.method} (seed {seed}) failed: {record.error}", file=sys.stderr)
         scores = None
     storage = "" if tracked is None else "outbox" if tracked.client is None else "mlflow"
     return replace(record, storage=storage), scores

@@ -1,5 +1,6 @@
 """The study grid, its runs into a temporary SQLite store, and the rendered report."""
 
+import dataclasses
 import html
 import math
 import re
@@ -11,6 +12,7 @@ from ntkbench import cli, runner, study
 from ntkbench.leaderboard.render import escape_markdown
 from ntkbench.methods import AT_EPOCH, METHODS, linearizes, option_names
 from ntkbench.record import FINGERPRINT_TAG
+from ntkbench.study.sections import anchor
 from ntkbench.tracking import runs_frame
 
 ARCH = {"depth": 1, "width": 16}
@@ -82,7 +84,7 @@ def test_report_has_every_section_table_and_plot(store):
     page = html_path.read_text()
     assert html_path == root / "site" / "study-iris.html"
     for heading, question in study.SECTIONS:
-        assert f"<h2>{heading}</h2>" in page and f"## {heading}" in md
+        assert f'<h2 id="{anchor(heading)}">{heading}</h2>' in page and f"## {heading}" in md
         assert f"*{escape_markdown(question)}*" in md and html.escape(question) in page
     accuracy = _section(md, "Accuracy by method")
     ci = r"[-+]?[\d.]+ \\\[[-+]?[\d.]+, [-+]?[\d.]+\\\]"  # mean [lo, hi], brackets escaped in Markdown
@@ -97,7 +99,7 @@ def test_report_has_every_section_table_and_plot(store):
     assert "| iris | nn | 40 |" in _section(md, "Learning curves")
     distance = _section(md, "Kernel distance and linearization gap over training")
     assert "| iris | 0.5 | nn |" in distance
-    assert re.search(rf"^\| iris \| 0 \| taylor@0 \| – \| {ci} \| {ci} \| {ci} \| 2 \|", distance, re.M)
+    assert re.search(rf"^\| iris \| 0 \| taylor@0 \| — \| {ci} \| {ci} \| {ci} \| 2 \|", distance, re.M)
     for heading, _ in study.SECTIONS:  # every section answers its question with numbers, first thing
         answers = _section(md, heading).split("\n\n")[1]
         assert answers.startswith("- ") and re.search(r"\d", answers), heading
@@ -106,7 +108,8 @@ def test_report_has_every_section_table_and_plot(store):
 
 
 def test_every_number_traces_to_its_runs(store):
-    """The accuracy table's means and intervals recomputed from the MLflow runs its row names."""
+    """The accuracy table's pooled accuracies and Wilson intervals recomputed from the MLflow runs
+    its row names, with the test set sizes they logged."""
     uri, root, _ = store
     study.render_report("iris", uri, root / "trace")
     frame = runs_frame(uri)
@@ -115,13 +118,16 @@ def test_every_number_traces_to_its_runs(store):
     assert len(lines) == 14  # 7 variants × 2 tasks
     for line in lines:
         cells = [c.strip().replace("\\", "") for c in line.strip("|").split("|")]
-        runs = [frame[frame.run_id.str.startswith(r)] for r in cells[7].split()]
+        runs = [frame[frame.run_id.str.startswith(r)] for r in cells[8].split()]
         assert all(len(r) == 1 for r in runs), cells
         runs = [r.iloc[0] for r in runs]
         assert {(r["params.task"], r["params.n_train"], r["params.task.label_noise"]) for r in runs} == {(cells[0], cells[2], "0.0")}
-        accuracy = [100 * r["metrics.test_accuracy"] for r in runs]
-        mean, lo, hi, n = study.interval(accuracy)
-        assert cells[3] == f"{mean:.1f} [{lo:.1f}, {hi:.1f}]" and n == int(cells[6]) == 2
+        accuracy = [r["metrics.test_accuracy"] for r in runs]
+        p, lo, hi, n = study.proportion(accuracy, [int(r["params.task.n_test"]) for r in runs])
+        assert cells[3] == f"{100 * p:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]" and n == int(cells[7]) == 2
+        assert 0 <= lo <= p <= hi <= 1
+        low, high = sorted(accuracy)
+        assert cells[4] == f"{100 * low:.1f}–{100 * high:.1f}"
 
 
 def test_runs_are_tagged_and_linearizations_get_their_gap(store):
@@ -162,6 +168,8 @@ def test_intervals_and_correlations_are_exact():
     half = 4.302652729749464 / math.sqrt(3)  # t_{0.975, 2} · s / √n with s = 1
     assert (mean, n) == (2.0, 3) and lo == pytest.approx(2 - half, rel=1e-12) and hi == pytest.approx(2 + half, rel=1e-12)
     assert study.interval([5.0])[:1] == (5.0,) and math.isnan(study.interval([5.0])[1])
+    assert study.interval([0.0, 1.0], within=(0, 1))[1:3] == (0, 1)  # the t-interval [−5.85, 6.85] kept to [0, 1]
+    assert study.interval([0.5, 0.9, 0.95], within=(0, 1))[2] == 1  # [0.171, 1.40]: only its top is cut
     assert study.interval([])[3] == 0
     r, lo, hi, n = study.correlation([1, 2, 3, 4, 5], [2, 4, 5, 4, 5])
     assert r == pytest.approx(0.7745966692414834) and n == 5 and lo < r < hi
@@ -186,3 +194,94 @@ def test_an_empty_store_gives_the_no_runs_page(tmp_path):
     assert "No study runs yet" in page and "ntkbench study --task wine" in page and "<h2>" not in page
     assert "No study runs yet" in md and "`ntkbench study --task wine`" in md
     assert not (tmp_path / "none.db").exists()
+
+
+def _table(md: str, heading: str, first_column: str = "task") -> list[list[str]]:
+    """The rows of the tables of section ``heading`` whose first column is ``first_column``, as
+    lists of cells with the Markdown escapes removed."""
+    rows, header = [], None
+    for line in _section(md, heading).splitlines():
+        if line.startswith("|---"):
+            continue
+        if not line.startswith("| "):
+            header = None
+            continue
+        cells = [c.strip().replace("\\", "") for c in line.strip("|").split("|")]
+        if header is None:
+            header = cells
+        elif header[0] == first_column:
+            rows.append(cells)
+    return rows
+
+
+def _numbers(cell: str) -> list[float]:
+    return [float(n.replace("−", "-")) for n in re.findall(r"[−+-]?\d+(?:\.\d+)?", cell)]
+
+
+CELL = r"[−+]?[\d.]+(?: \[[−+]?[\d.]+, [−+]?[\d.]+\])?"  # a number, maybe with its [lo, hi]
+
+
+def test_findings_open_the_report_and_match_its_tables(store):
+    """The findings, regenerated from the study's store: first in the report, two per task, each
+    linking to its section; every number quoted is its table's cell, and each verdict is what
+    that cell's interval says (the data cannot decide where it holds the value compared with)."""
+    uri, root, _ = store
+    study.render_report("iris", uri, root / "findings")
+    md = (root / "findings" / "study-iris.md").read_text()
+    page = (root / "findings" / "study-iris.html").read_text()
+    assert md.index("## Findings") < min(md.index(f"## {escape_markdown(h)}") for h, _ in study.SECTIONS)
+    found = _section(md, "Findings").replace("\\", "")
+    accuracy = {(r[0], r[1]): r for r in _table(md, "Accuracy by method")}
+    energy = {(r[0], r[1], r[2]): r for r in _table(md, "Target energy in the top eigenmodes")}
+    r_table = {r[0]: r for r in _table(md, "Target energy in the top eigenmodes") if len(r) == 3}
+    for link in ("accuracy-by-method", "target-energy-in-the-top-eigenmodes"):
+        assert f'id="{link}"' in page and f'href="#{link}"' in page and f"](#{link}))" in md
+    for task in ("iris", "teacher"):
+        block = found.split(f"**{task}**", 1)[1].split("**", 1)[0]
+        space, linear = [line for line in block.splitlines() if line.startswith("- ")]
+        assert study.QUESTIONS[0] in space and study.QUESTIONS[1] in linear
+
+        # How do the linearizations compare with the network?
+        nn_cell = re.search(rf"nn reaches ({CELL}) % test accuracy at n_train (\d+)\.", linear)
+        assert nn_cell.group(1) == accuracy[task, "nn"][3] and nn_cell.group(2) == accuracy[task, "nn"][2]
+        quoted = re.findall(rf"(\S+@\S+) \(({CELL}) %, ({CELL}) points\)", linear)
+        assert sorted(v for v, _, _ in quoted) == ["entk@0", "entk@end", "taylor@0", "taylor@end"]
+        for variant, cell, diff in quoted:
+            row = accuracy[task, variant]
+            assert (cell, diff) == (row[3], row[5]), variant
+            _, lo, hi = _numbers(diff)
+            verdict = "above" if lo > 0 else "below" if hi < 0 else "cannot decide"
+            part = {"above": "above it: ", "below": "below it: ", "cannot decide": "the data cannot decide"}
+            parts = re.split(r"; (?=above it|below it|the data cannot decide)", linear.split("Its linearizations are ")[1])
+            assert any(p.startswith(part[verdict]) and f"{variant} (" in p for p in parts), (variant, diff, linear)
+
+        # Does the kernel's feature space hold the target?
+        shares = re.findall(rf"({CELL}) for (\S+?)(?=,| and| against)", space.split("eigenmodes is ")[1])
+        assert sorted(v for _, v in shares) == ["entk@0", "nngp", "ntk"]
+        baseline = float(re.search(r"against ([\d.]+) \(10/n_train\)", space).group(1))
+        assert baseline == pytest.approx(10 / int(accuracy[task, "ntk"][2]), rel=5e-3)
+        said = {verdict: set(re.findall(r"[\w@]+", m.group(1))) - {"and"} if m else set()
+                for verdict, m in ((v, re.search(rf"{v} for ([^;.]*)", space))
+                                   for v in ("more than that", "less", "the data cannot decide"))}
+        for cell, variant in shares:
+            assert cell == energy[task, variant, "0"][4], variant
+            bounds = _numbers(cell)[1:]
+            verdict = ("more than that" if bounds and bounds[0] > baseline else
+                       "less" if bounds and bounds[1] < baseline else "the data cannot decide")
+            assert {v for v, names in said.items() if variant in names} == {verdict}, (variant, cell, space)
+        r_cell = r_table[task][2]
+        if r_cell != "—":
+            assert f"r = {r_cell}" in space
+        r_bounds = _numbers(r_cell)[1:]
+        decided = bool(r_bounds) and (r_bounds[0] > 0 or r_bounds[1] < 0)
+        assert ("the data cannot decide from the" in space) != decided
+
+
+def test_the_probe_size_is_read_from_the_runs(store):
+    """The distance note names the probe the runs used (nn's default probe_size, or n_train when
+    smaller), not a number written into the text."""
+    uri, root, _ = store
+    study.render_report("iris", uri, root / "probe")
+    note = _section((root / "probe" / "study-iris.md").read_text(), "Kernel distance and linearization gap over training")
+    default = next(f.default for f in dataclasses.fields(METHODS.get("nn")) if f.name == "probe_size")
+    assert f"on a probe of the first {min(default, 80)} training inputs" in note and "64-input" not in note

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from ntkbench.arch.layers import AvgPool, Conv, Dense, Erf, Flatten, GlobalAvgPool, Layer, ReLU
 from ntkbench.arch.serial import Serial, serial
 from ntkbench.options import check_range, check_type
-from ntkbench.registry import Registry
+from ntkbench.registry import Registry, unknown_message
 
 ARCHS: Registry[Callable[..., Serial]] = Registry("architecture")
 register_arch = ARCHS.register
@@ -31,7 +31,8 @@ def resolve(name: str, **options) -> dict[str, object]:
     valid = inspect.signature(builder).parameters
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for architecture {name!r}; valid options: {', '.join(valid)}")
+        raise ValueError(unknown_message(f"unknown option(s) {{}} for architecture {name!r}", unknown, list(valid),
+                                         "Valid options"))
     hints = typing.get_type_hints(builder)
     return {key: check_type(f"arch.{key}", options[key], hints[key]) if key in options else p.default
             for key, p in valid.items()}

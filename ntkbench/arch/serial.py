@@ -4,16 +4,14 @@
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from ntkbench import signals
+from ntkbench import progress, signals
 from ntkbench.arch.kernel import Kernel, exact_self_pairs, full_to_diag, input_kernel, map_tensors
 from ntkbench.arch.layers import PARAMETERIZATIONS, AvgPool, Dense, Flatten, GlobalAvgPool, Layer, Shape
 
@@ -122,7 +120,7 @@ class Serial:
         cov1 = x1.new_empty(n1)
         cov2 = cov1 if symmetric else x1.new_empty(n2)
         blocks = [(i, j) for i in range(0, n1, b) for j in range(i if symmetric else 0, n2, b)]
-        for i, j in tqdm(blocks, desc="kernel blocks", leave=False, disable=len(blocks) < 2 or not sys.stderr.isatty()):
+        for i, j in progress.steps(blocks, "kernel blocks", hide=len(blocks) < 2):
             signals.check()
             same = symmetric and i == j
             rows = x1[i:i + b]

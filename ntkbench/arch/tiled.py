@@ -46,7 +46,6 @@ import json
 import logging
 import math
 import os
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,9 +53,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
-from tqdm.auto import tqdm
 
-from ntkbench import signals
+from ntkbench import progress, signals
 from ntkbench.arch.kernel import Kernel
 from ntkbench.arch.serial import Serial
 
@@ -122,7 +120,7 @@ def tiled_kernel(arch: Serial, x1: torch.Tensor, x2: torch.Tensor | None = None,
     tiles = [(i, j) for i in range(0, n1, tile) for j in range(i if symmetric else 0, n2, tile)]
     done = store.done if store is not None else set()
     todo = [t for t in range(len(tiles)) if t not in done]
-    for t in tqdm(todo, desc="kernel tiles", leave=False, disable=len(todo) < 2 or not sys.stderr.isatty()):
+    for t in progress.steps(todo, "kernel tiles", hide=len(todo) < 2):
         signals.check()
         i, j = tiles[t]
         same = symmetric and i == j

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ntkbench.options import check_range, check_type
-from ntkbench.registry import Registry
+from ntkbench.registry import Registry, unknown_message
 from ntkbench.solvers import loo_ridge
 
 METHODS: Registry[type] = Registry("method")
@@ -87,7 +87,7 @@ def get(name: str, arch, seed: int = 0, **options):
     valid = option_names(name)
     for key, value in options.items():
         if key not in valid:
-            raise ValueError(f"unknown option {key!r} for method {name!r}; valid options: {', '.join(valid)}")
+            raise ValueError(unknown_message(f"unknown option {{}} for method {name!r}", [key], valid, "Valid options"))
         options[key] = check_type(f"{name}.{key}", value, hints[key])
     return cls(arch=arch, seed=check_type("seed", seed, int), **options)
 

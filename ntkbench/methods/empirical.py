@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, jvp, vjp, vmap
 
-from ntkbench import signals
+from ntkbench import progress, signals
 from ntkbench.arch import Network
 from ntkbench.methods.training import Params, jacobian
 
@@ -227,7 +227,7 @@ def contraction_kernel(lin: Linearization, x: Tensor, plan: Plan) -> Tensor:
     blocks = x.split(plan.block)
     k = x.new_empty(len(x) * r, len(x) * r)
     start = 0
-    for i, xi in enumerate(blocks):
+    for i, xi in progress.steps(enumerate(blocks), "eNTK blocks", total=len(blocks), hide=len(blocks) < 2):
         signals.check()
         ji = lin.jacobian(xi, plan.block)
         rows = slice(start * r, (start + len(xi)) * r)
@@ -250,7 +250,7 @@ def ntvp_kernel(lin: Linearization, x: Tensor, plan: Plan) -> Tensor:
     blocks = x.split(plan.block)
     k = x.new_empty(len(x) * r, len(x) * r)
     col = 0
-    for j, xj in enumerate(blocks):
+    for j, xj in progress.steps(enumerate(blocks), "eNTK blocks", total=len(blocks), hide=len(blocks) < 2):
         signals.check()
         vectors = lin.jacobian(xj, plan.block)  # (|B|·R, P): Jᵀe_c for the block's columns
         cols = slice(col * r, (col + len(xj)) * r)

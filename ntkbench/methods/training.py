@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
 from typing import Literal
@@ -13,9 +12,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 from torch.func import functional_call, grad, jacrev, vmap
-from tqdm.auto import tqdm
 
-from ntkbench import signals
+from ntkbench import progress, signals
 from ntkbench.arch import Network, Serial
 from ntkbench.methods.base import AT_EPOCH, NonFiniteError, RunContext, centered_one_hot
 from ntkbench.options import check_range
@@ -164,7 +162,7 @@ def train(model: Callable[[Tensor], Tensor], params: Params, x: Tensor, labels: 
     images = x.dim() == 4
     memory_format = torch.channels_last if opts.channels_last and images else torch.contiguous_format
     generator = torch.Generator().manual_seed(opts.seed + 1)
-    for epoch in tqdm(range(opts.epochs), desc=prefix + "epochs", disable=not sys.stderr.isatty(), leave=False):
+    for epoch in progress.steps(range(opts.epochs), prefix + "epochs"):
         order = torch.randperm(n, generator=generator)
         mirror = (torch.rand(n, generator=generator) < 0.5).to(device) if opts.flip and images else None
         loss_sum = torch.zeros((), device=device)

@@ -10,21 +10,25 @@ with the trained network?
   their linearization gap.
 - :mod:`~ntkbench.study.load`: reads one study's runs back from MLflow as typed records (the
   latest study of the task unless given an id, so ordinary runs and earlier studies never mix).
-- :mod:`~ntkbench.study.stats`: intervals, correlations and paired differences.
-- :mod:`~ntkbench.study.sections`, :mod:`~ntkbench.study.plots` and
-  :mod:`~ntkbench.study.report`: :func:`render_report` writes ``study-<task>.html`` and
-  ``study-<task>.md``, six questions answered with sentences, tables and plots.
+- :mod:`~ntkbench.study.stats`: intervals (Wilson for accuracies, Newcombe for their
+  differences, Student-t kept to the range for other means), correlations, paired differences;
+  :mod:`~ntkbench.study.cells` writes them as table cells.
+- :mod:`~ntkbench.study.findings`, :mod:`~ntkbench.study.sections`, :mod:`~ntkbench.study.plots`
+  and :mod:`~ntkbench.study.report`: :func:`render_report` writes ``study-<task>.html`` and
+  ``study-<task>.md``: the findings first (the two questions answered per task, from the data,
+  saying where it cannot decide), then six questions answered with sentences, tables and plots.
 
-Every number in the report is a mean over seeds with its seed count and a 95% Student-t
-interval (none for one seed), and each table row lists the ids of the runs it comes from.
+Every number in the report carries its 95% interval, and each table row lists the ids of the
+runs it comes from.
 """
 
+from ntkbench.study.findings import QUESTIONS, Finding, findings
 from ntkbench.study.grid import QUICK_GRID, STUDY_GRID, StudyGrid, Variant, display_order, make_grid, reference
 from ntkbench.study.report import render_report
 from ntkbench.study.run import STUDY_ID_TAG, STUDY_TAG, VARIANT_TAG, run_study
 from ntkbench.study.sections import SECTIONS
-from ntkbench.study.stats import correlation, interval, paired
+from ntkbench.study.stats import correlation, difference, interval, paired, proportion, wilson
 
 __all__ = ["Variant", "StudyGrid", "make_grid", "display_order", "reference", "STUDY_GRID", "QUICK_GRID",
            "run_study", "render_report", "SECTIONS", "STUDY_TAG", "STUDY_ID_TAG", "VARIANT_TAG", "interval",
-           "correlation", "paired"]
+           "correlation", "paired", "proportion", "difference", "wilson", "findings", "Finding", "QUESTIONS"]

@@ -4,7 +4,10 @@
 A run without a fingerprint tag (not written by ntkbench's runner) is skipped. The table's
 columns: ``task``, ``method``, ``variant`` (the run's :data:`VARIANT_TAG`), ``epoch`` (the epoch k a
 linearization is taken at, 0 for other methods), ``n`` (n_train used), ``p`` (label noise),
-``seed``, ``run_id``, the :data:`EVALUATION` and :data:`METRICS` columns, and ``role``: the
+``seed``, ``run_id``, ``n_test`` and ``n_fit`` (the test and training set sizes: the trials behind
+the test and train accuracies), ``probe`` (the method's ``probe_size`` option, the inputs its
+tangent kernel is tracked on; NaN for methods without it), the :data:`EVALUATION` and
+:data:`METRICS` columns, and ``role``: the
 study's linearized network (``reference``), a method that linearizes it (``linearization``) or
 another method (``other``).
 """
@@ -18,6 +21,9 @@ from ntkbench.methods import AT_EPOCH
 from ntkbench.record import RunRecord, from_mlflow_row
 from ntkbench.study.grid import display_order, reference, target
 from ntkbench.study.run import LABEL_NOISE, STUDY_ID_TAG, STUDY_TAG, VARIANT_TAG
+
+PROBE = "probe_size"
+"""The training option that sets how many training inputs the tangent kernel is tracked on."""
 
 EVALUATION = {"test": "test_accuracy", "train": "train_accuracy", "fit": "time_fit_s", "total": "time_total_s",
               "peak": "peak_memory_mb"}
@@ -33,7 +39,9 @@ def _row(record: RunRecord, variant: str) -> dict[str, Any]:
     return {"task": record.task, "method": record.method, "variant": variant,
             "epoch": int(config.method_options[AT_EPOCH]) if target(record.method) else 0,
             "n": record.n_train, "p": float(config.task_options[LABEL_NOISE]), "seed": record.seed,
-            "run_id": record.run_id,
+            "run_id": record.run_id, "n_test": int(config.task_options["n_test"]),
+            "n_fit": int(config.task_options["n_train"]),
+            "probe": float(config.method_options.get(PROBE, math.nan)),
             **{col: float(getattr(evaluation, name)) for col, name in EVALUATION.items()},
             **{col: float(record.metrics.get(name, math.nan)) for col, name in METRICS.items()}}
 

@@ -1,5 +1,11 @@
 """Rendering a study: ``study-<task>.html`` (static, inline SVG, every string escaped) and its
-Markdown twin ``study-<task>.md``, from the runs :func:`ntkbench.study.load.load` reads back."""
+Markdown twin ``study-<task>.md``, from the runs :func:`ntkbench.study.load.load` reads back.
+
+The report opens with its findings (:mod:`ntkbench.study.findings`), each linking to the
+section whose tables hold its numbers; then the six sections (:mod:`ntkbench.study.sections`).
+Section anchors are the ones GitHub gives the Markdown headings, and the HTML uses the same.
+Wide tables scroll inside their own box, so the page never scrolls sideways.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,45 @@ import html
 from pathlib import Path
 
 from ntkbench.leaderboard.render import escape_markdown
+from ntkbench.study.findings import findings
 from ntkbench.study.load import load
-from ntkbench.study.sections import sections
+from ntkbench.study.sections import Section, anchor, sections
 
+FINDINGS = "Findings"
+INTERVALS = ("Accuracies pool the seeds' test predictions (k correct of n = all seeds' test examples) and carry "
+             "95% Wilson score intervals, which stay within [0, 100] % and exist for one seed; they measure the "
+             "test set's sampling error, and the accuracy table also shows the range over seeds. Differences of "
+             "accuracies carry Newcombe's interval. Other numbers are means over seeds with 95% Student-t "
+             "intervals kept to the quantity's range (none for one seed).")
 _CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-        "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}th,td{border:1px solid #ccc;"
-        "padding:.25em .6em}td.n{text-align:right}p.q{font-style:italic}svg.plot{max-width:100%;height:auto}"
-        "ul.a li{margin:.3em 0}")
+        "div.t{overflow-x:auto;margin:.5em 0 1.5em}table{border-collapse:collapse;font-size:.85em}"
+        "th,td{border:1px solid #ccc;padding:.25em .6em;white-space:nowrap}p.q{font-style:italic}"
+        "svg.plot{max-width:100%;height:auto}ul.a li{margin:.3em 0}dl.f dt{font-weight:600;margin-top:.8em}"
+        "dl.f dd{margin:.2em 0 .2em 1.2em}")
+
+
+def _html_section(section: Section) -> list[str]:
+    esc = html.escape
+    out = [f'<h2 id="{anchor(section.heading)}">{esc(section.heading)}</h2>', f'<p class="q">{esc(section.question)}</p>']
+    if section.answers:
+        out.append('<ul class="a">' + "".join(f"<li>{esc(a)}</li>" for a in section.answers) + "</ul>")
+    out.append(section.svg or "")
+    for table in section.tables:
+        out += ['<div class="t"><table><thead><tr>' + "".join(f"<th>{esc(c)}</th>" for c in table.columns)
+                + "</tr></thead><tbody>", *("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in table.rows),
+                "</tbody></table></div>"]
+    return out + [f"<p>{esc(section.note)}</p>"]
+
+
+def _md_section(section: Section) -> list[str]:
+    md = escape_markdown
+    out = [f"## {md(section.heading)}", "", f"*{md(section.question)}*", ""]
+    if section.answers:
+        out += [*(f"- {md(a)}" for a in section.answers), ""]
+    for table in section.tables:
+        out += ["| " + " | ".join(map(md, table.columns)) + " |", "|" + "---|" * len(table.columns),
+                *("| " + " | ".join(map(md, r)) + " |" for r in table.rows), ""]
+    return out + [md(section.note), ""]
 
 
 def render_report(task: str, tracking_uri: str | None = None, out_dir: str | Path = Path("leaderboard/site"),
@@ -27,6 +65,7 @@ def render_report(task: str, tracking_uri: str | None = None, out_dir: str | Pat
     title = f"ntkbench study: {task}"
     esc, md = html.escape, escape_markdown
     head = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f"<title>{esc(title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>", f"<h1>{esc(title)}</h1>"]
     mdl = [f"# {md(title)}", ""]
     if frame.empty:
@@ -36,21 +75,25 @@ def render_report(task: str, tracking_uri: str | None = None, out_dir: str | Pat
         mdl += [md(msg).replace("\\`", "`"), ""]
     else:
         intro = (f"Study {study_id}: {len(frame)} finished runs of the tasks {', '.join(dict.fromkeys(frame.task))}. "
-                 "Numbers are means over seeds with 95% Student-t intervals in brackets (none for one seed); "
-                 "the runs column lists the first 8 characters of each run's MLflow id.")
+                 f"{INTERVALS} The runs column lists the first 8 characters of each run's MLflow id.")
         head.append(f"<p>{esc(intro)}</p>")
         mdl += [md(intro), ""]
-        for heading, question, svg, answers, columns, rows, note in sections(frame, tracking_uri):
-            head += [f"<h2>{esc(heading)}</h2>", f'<p class="q">{esc(question)}</p>',
-                     '<ul class="a">' + "".join(f"<li>{esc(a)}</li>" for a in answers) + "</ul>" if answers else "",
-                     svg or "",
-                     "<table><thead><tr>" + "".join(f"<th>{esc(c)}</th>" for c in columns) + "</tr></thead><tbody>",
-                     *("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows),
-                     "</tbody></table>", f"<p>{esc(note)}</p>"]
-            mdl += [f"## {md(heading)}", "", f"*{md(question)}*", "", *(f"- {md(a)}" for a in answers),
-                    *([""] if answers else []), "| " + " | ".join(map(md, columns)) + " |",
-                    "|" + "---|" * len(columns), *("| " + " | ".join(map(md, r)) + " |" for r in rows), "",
-                    md(note), ""]
+        found = findings(frame)
+        head += [f'<h2 id="{anchor(FINDINGS)}">{FINDINGS}</h2>', '<dl class="f">']
+        mdl += [f"## {FINDINGS}", ""]
+        for t in dict.fromkeys(f.task for f in found):
+            head.append(f"<dt>{esc(t)}</dt>")
+            mdl.append(f"**{md(t)}**")
+            mdl.append("")
+            for f in (f for f in found if f.task == t):
+                head.append(f"<dd><i>{esc(f.question)}</i> {esc(f.text)} "
+                            f'(<a href="#{anchor(f.link)}">{esc(f.link)}</a>)</dd>')
+                mdl.append(f"- *{md(f.question)}* {md(f.text)} ([{md(f.link)}](#{anchor(f.link)}))")
+            mdl.append("")
+        head.append("</dl>")
+        for section in sections(frame, tracking_uri):
+            head += _html_section(section)
+            mdl += _md_section(section)
     head += ["</body>", "</html>", ""]
     path = out_dir / f"study-{task}.html"
     path.write_text("\n".join(h for h in head if h), encoding="utf-8")

@@ -29,22 +29,24 @@ def _task_options(name: str, task: str, arch: str, grid: StudyGrid) -> dict[str,
 
 def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None = None, quick: bool = False,
               tracking_uri: str | None = None, grid: StudyGrid | None = None, device: str = "auto",
-              tracking: str = "mlflow", outbox: str | None = None) -> list[RunRecord]:
+              tracking: str = "mlflow", outbox: str | None = None, quiet: bool = False) -> list[RunRecord]:
     """Run ``grid`` (default :data:`STUDY_GRID`, or :data:`QUICK_GRID` with ``quick``) on ``task``
     and ``teacher``: one :func:`ntkbench.runner.run` per (task, variant, label noise), all tagged
     with one study id. n_train values are capped to the task's training set size. The variants
     run in the grid's order and share one store of test outputs, so a linearization compares
     its outputs with the run of the network it linearizes. ``tracking`` and ``outbox`` are the
-    runner's."""
+    runner's. Progress (:mod:`ntkbench.progress`) counts over the whole study, and names each run
+    by task, variant, label noise, seed and n_train; nothing with ``quiet``."""
     from ntkbench import runner
     from ntkbench import tasks as task_lib
+    from ntkbench.progress import RunProgress
 
     grid = grid or (QUICK_GRID if quick else STUDY_GRID)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     tags = {STUDY_TAG: task, STUDY_ID_TAG: f"{task}-{stamp}"}
     outputs: dict[tuple, Any] = {}
     names = (task, "teacher") if grid.teacher and task != "teacher" else (task,)
-    records: list[RunRecord] = []
+    plan = []  # (task, variant, label noise, options, n_trains): one runner.run call each
     for name in names:
         topts = _task_options(name, task, arch, grid)
         size = len(task_lib.get(name, **{k: v for k, v in topts.items() if k != "n_train"}).train[1])
@@ -54,10 +56,14 @@ def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None 
             options = {**{f"task.{k}": v for k, v in topts.items()},
                        **{f"arch.{k}": v for k, v in (arch_options or {}).items()},
                        **{f"{m}.{k}": v for k, v in grid.method_options(variant).items()}}
-            for p in grid.label_noise:
-                records += runner.run(task=name, method=m, arch=arch, seeds=grid.seeds, device=device,
-                                      options={**options, f"task.{LABEL_NOISE}": p}, tracking_uri=tracking_uri,
-                                      n_trains=n_trains if p == 0 else n_trains[-1:],
-                                      tags={**tags, VARIANT_TAG: variant.label}, nn_outputs=outputs,
-                                      tracking=tracking, outbox=outbox)
+            plan += [(name, variant, p, {**options, f"task.{LABEL_NOISE}": p}, n_trains if p == 0 else n_trains[-1:])
+                     for p in grid.label_noise]
+    records: list[RunRecord] = []
+    with RunProgress(sum(len(sizes) * len(grid.seeds) for *_, sizes in plan), quiet) as progress:
+        for name, variant, p, options, sizes in plan:
+            progress.context = f"{name} {variant.label} p={p:g}"
+            records += runner.run(task=name, method=variant.method, arch=arch, seeds=grid.seeds, device=device,
+                                  options=options, tracking_uri=tracking_uri, n_trains=sizes,
+                                  tags={**tags, VARIANT_TAG: variant.label}, nn_outputs=outputs,
+                                  tracking=tracking, outbox=outbox, progress=progress)
     return records

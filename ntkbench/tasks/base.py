@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ntkbench.registry import Registry
+from ntkbench.registry import Registry, unknown_message
 
 # Independent random streams derived from ``seed``, so that e.g. label noise never moves the subset.
 TRAIN_STREAM, TEST_STREAM, NOISE_STREAM = 0, 1, 2
@@ -100,7 +100,7 @@ def get(name: str, **options: object) -> Task:
     valid = option_names(name)
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for task {name!r}; valid options: {', '.join(valid)}")
+        raise ValueError(unknown_message(f"unknown option(s) {{}} for task {name!r}", unknown, valid, "Valid options"))
     common = Common(**{k: v for k, v in options.items() if k in COMMON_OPTIONS})
     return builder(common, **{k: v for k, v in options.items() if k in own})
 

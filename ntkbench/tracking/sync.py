@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +40,8 @@ class SyncResult:
 
 
 def sync(outbox: str | Path | None = None, uri: str | None = None,
-         report: Callable[[SyncResult], None] | None = None, lease_s: float = DEFAULT_LEASE_S) -> list[SyncResult]:
+         report: Callable[[SyncResult], None] | None = None, lease_s: float = DEFAULT_LEASE_S,
+         progress: Callable[[list[Path]], Iterable[Path]] = iter) -> list[SyncResult]:
     """Import every journal of ``outbox`` into the store ``uri``, oldest first, and move each
     imported (or already present) journal to ``outbox/synced/``; then mark FAILED every run
     still RUNNING whose process is dead (:func:`dead_runs`). ``report`` sees each result.
@@ -56,7 +57,7 @@ def sync(outbox: str | Path | None = None, uri: str | None = None,
     had only what the run logged live) are deleted once its complete import is in. A bad
     or failing journal stays in the outbox and the others go on. An ``outbox`` given that does
     not exist raises a ValueError; the default one may be missing (there may be dead runs to mark
-    all the same).
+    all the same). ``progress`` wraps the journals' loop (a progress bar).
     """
     folder = resolve_outbox(outbox)
     if outbox is not None and not folder.is_dir():
@@ -65,7 +66,7 @@ def sync(outbox: str | Path | None = None, uri: str | None = None,
     client = store.client(store.resolve_uri(uri), "then sync again")
     results = []
     paths = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
-    for path in paths:
+    for path in progress(paths):
         signals.check()
         results.append(_sync_one(client, path))
         if report:

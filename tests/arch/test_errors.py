@@ -59,5 +59,5 @@ def test_image_output_needs_readout():
 def test_unknown_architecture_lists_known_names():
     with pytest.raises(UnknownNameError, match=r"unknown architecture 'mlpp'; did you mean 'mlp'\?.*cnn.*myrtle10"):
         get("mlpp")
-    with pytest.raises(ValueError, match=r"unknown option\(s\) widht for architecture 'mlp'; valid options: depth, width"):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) 'widht' for architecture 'mlp'; did you mean 'width'\? Valid options: depth, width"):
         get("mlp", widht=3)

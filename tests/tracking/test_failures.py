@@ -172,7 +172,7 @@ def test_a_sync_killed_mid_import_then_rerun_equals_one_clean_import(workdir, cl
 def test_an_unreachable_server_falls_back_in_seconds_then_sync_restores_every_run(workdir, clean_store, capsys):
     began = time.monotonic()
     process = start(workdir, "run", "--task", "iris", "--method", "ntk,nngp", *TINY, "--tracking-uri",
-                    "http://127.0.0.1:9", "--outbox", "box")
+                    "http://127.0.0.1:9", "--outbox", "box", "--quiet")  # no progress lines: only what went wrong
     status, out, err = finish(process)
     assert time.monotonic() - began < 60  # not minutes of retries; $NTKBENCH_CONNECT_TIMEOUT at its default
     assert status == 3, err
@@ -260,7 +260,7 @@ def test_a_dead_running_run_is_flagged_then_reaped_by_sync_after_its_lease(workd
     board = ["leaderboard", "--tracking-uri", uri, "--entries", str(workdir / "entries"), "--out", "board"]
     assert cli.main(board) == 0
     assert capsys.readouterr().err.splitlines() == [notice]
-    assert cli.main(["run", "--task", "iris", "--method", "ntk", *TINY, "--tracking-uri", uri]) == 0
+    assert cli.main(["run", "--task", "iris", "--method", "ntk", *TINY, "--tracking-uri", uri, "--quiet"]) == 0
     assert capsys.readouterr().err.splitlines() == [notice]
 
     (journal,) = outbox.glob("*.jsonl")
