@@ -137,3 +137,16 @@ def test_errors_are_one_line(argv, message, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("ntkbench: error: ") and re.search(message, err), err
+
+
+def test_a_grid_of_every_method_prints_nothing_else_on_stderr(workdir):
+    """A real process, stderr a pipe: one progress line per run and no third-party warning (torch's
+    first jvp, in taylor and entk, warned about torch.jit.script in 2 lines)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("PYTHONWARNINGS", None)
+    done = subprocess.run([sys.executable, "-m", "ntkbench.cli", "run", *TINY, "--method", "all", "--set", "taylor.epochs=2",
+                           "--set", "ntk.ridge=0.1", "--set", "nngp.ridge=0.1", "--set", "entk.ridge=0.1",
+                           "--tracking", "off"], env=env, cwd=workdir, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 5 and all(re.fullmatch(LINE, line) for line in lines), done.stderr

@@ -11,7 +11,15 @@ warning line; a plugin name that is already taken raises the registry's duplicat
 """
 
 import logging
+import warnings
 from importlib.metadata import entry_points
+
+with warnings.catch_warnings():  # torch.func.jvp's first call imports this, and its torch.jit.script put 2 lines
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+    try:  # on stderr of every command that runs taylor or entk; a torch without the module has no warning either
+        import torch._decomp.decompositions_for_jvp  # noqa: F401
+    except ImportError:
+        pass
 
 from ntkbench.methods import entk, kernel, nn, taylor  # noqa: F401  (registers the methods)
 from ntkbench.methods.base import (AT_EPOCH, METHODS, Predictor, RunContext, get, linearizes, option_names, options_of,
