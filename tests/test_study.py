@@ -4,6 +4,7 @@ import dataclasses
 import html
 import math
 import re
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -221,14 +222,10 @@ def _numbers(cell: str) -> list[float]:
 CELL = r"[−+]?[\d.]+(?: \[[−+]?[\d.]+, [−+]?[\d.]+\])?"  # a number, maybe with its [lo, hi]
 
 
-def test_findings_open_the_report_and_match_its_tables(store):
-    """The findings, regenerated from the study's store: first in the report, two per task, each
-    linking to its section; every number quoted is its table's cell, and each verdict is what
-    that cell's interval says (the data cannot decide where it holds the value compared with)."""
-    uri, root, _ = store
-    study.render_report("iris", uri, root / "findings")
-    md = (root / "findings" / "study-iris.md").read_text()
-    page = (root / "findings" / "study-iris.html").read_text()
+def _check_findings(md: str, page: str) -> None:
+    """The findings come first, two per task, each linking to its section; every number quoted
+    is its table's cell, and each verdict is what that cell's interval says (the data cannot
+    decide where it holds the value compared with)."""
     assert md.index("## Findings") < min(md.index(f"## {escape_markdown(h)}") for h, _ in study.SECTIONS)
     found = _section(md, "Findings").replace("\\", "")
     accuracy = {(r[0], r[1]): r for r in _table(md, "Accuracy by method")}
@@ -236,7 +233,9 @@ def test_findings_open_the_report_and_match_its_tables(store):
     r_table = {r[0]: r for r in _table(md, "Target energy in the top eigenmodes") if len(r) == 3}
     for link in ("accuracy-by-method", "target-energy-in-the-top-eigenmodes"):
         assert f'id="{link}"' in page and f'href="#{link}"' in page and f"](#{link}))" in md
-    for task in ("iris", "teacher"):
+    tasks = re.findall(r"^\*\*(\S+)\*\*$", found, re.M)
+    assert tasks == list(dict.fromkeys(t for t, _ in accuracy)) and len(tasks) == 2
+    for task in tasks:
         block = found.split(f"**{task}**", 1)[1].split("**", 1)[0]
         space, linear = [line for line in block.splitlines() if line.startswith("- ")]
         assert study.QUESTIONS[0] in space and study.QUESTIONS[1] in linear
@@ -245,19 +244,19 @@ def test_findings_open_the_report_and_match_its_tables(store):
         nn_cell = re.search(rf"nn reaches ({CELL}) % test accuracy at n_train (\d+)\.", linear)
         assert nn_cell.group(1) == accuracy[task, "nn"][3] and nn_cell.group(2) == accuracy[task, "nn"][2]
         quoted = re.findall(rf"(\S+@\S+) \(({CELL}) %, ({CELL}) points\)", linear)
-        assert sorted(v for v, _, _ in quoted) == ["entk@0", "entk@end", "taylor@0", "taylor@end"]
+        assert sorted(v for v, _, _ in quoted) == sorted(v for t, v in accuracy if t == task and "@" in v)
+        parts = re.split(r"; (?=above it|below it|the data cannot decide)", linear.split("Its linearizations: ")[1])
         for variant, cell, diff in quoted:
             row = accuracy[task, variant]
             assert (cell, diff) == (row[3], row[5]), variant
             _, lo, hi = _numbers(diff)
-            verdict = "above" if lo > 0 else "below" if hi < 0 else "cannot decide"
-            part = {"above": "above it: ", "below": "below it: ", "cannot decide": "the data cannot decide"}
-            parts = re.split(r"; (?=above it|below it|the data cannot decide)", linear.split("Its linearizations are ")[1])
-            assert any(p.startswith(part[verdict]) and f"{variant} (" in p for p in parts), (variant, diff, linear)
+            verdict = "above it, " if lo > 0 else "below it, " if hi < 0 else "the data cannot decide"
+            assert [p for p in parts if f"{variant} (" in p][0].startswith(verdict), (variant, diff, linear)
 
         # Does the kernel's feature space hold the target?
         shares = re.findall(rf"({CELL}) for (\S+?)(?=,| and| against)", space.split("eigenmodes is ")[1])
-        assert sorted(v for _, v in shares) == ["entk@0", "nngp", "ntk"]
+        kernels = {v for t, v, p in energy if t == task and p == "0" and ("@" not in v or v.endswith("@0"))}
+        assert sorted(v for _, v in shares) == sorted(kernels) and kernels
         baseline = float(re.search(r"against ([\d.]+) \(10/n_train\)", space).group(1))
         assert baseline == pytest.approx(10 / int(accuracy[task, "ntk"][2]), rel=5e-3)
         said = {verdict: set(re.findall(r"[\w@]+", m.group(1))) - {"and"} if m else set()
@@ -275,6 +274,20 @@ def test_findings_open_the_report_and_match_its_tables(store):
         r_bounds = _numbers(r_cell)[1:]
         decided = bool(r_bounds) and (r_bounds[0] > 0 or r_bounds[1] < 0)
         assert ("the data cannot decide from the" in space) != decided
+
+
+def test_findings_open_the_report_and_match_its_tables(store):
+    """The findings regenerated from the study's store (see :func:`_check_findings`)."""
+    uri, root, _ = store
+    study.render_report("iris", uri, root / "findings")
+    _check_findings((root / "findings" / "study-iris.md").read_text(), (root / "findings" / "study-iris.html").read_text())
+
+
+def test_the_committed_digits_report_findings_match_its_tables():
+    """The committed report of make study TASK=digits (396 runs, 3 seeds): its findings say
+    "rises", "more than that", "above it" and "the data cannot decide", each from its table."""
+    site = Path(__file__).resolve().parents[1] / "leaderboard" / "site"
+    _check_findings((site / "study-digits.md").read_text(), (site / "study-digits.html").read_text())
 
 
 def test_the_probe_size_is_read_from_the_runs(store):

@@ -14,6 +14,7 @@ in a finding is the one in its table, character for character.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -72,6 +73,15 @@ def r(x: Any, y: Any) -> str:
     """Pearson's r with its Fisher-z interval, two decimals."""
     value, lo, hi, n = correlation(x, y)
     return fmt.MISSING if math.isnan(value) else _bracketed(_two(value), lo, hi, _two)
+
+
+def bounds(cell: str) -> tuple[float, float] | None:
+    """The interval ``[lo, hi]`` a cell shows, as printed (rounded; ``−`` read as a minus), or
+    None for a cell without one. Verdicts are drawn from this, so they say what the reader sees."""
+    found = re.search(r"\[([^,\]]+), ([^\]]+)\]", cell)
+    if found is None:
+        return None
+    return tuple(float(v.replace("−", "-").replace("+", "")) for v in found.groups())  # type: ignore[return-value]
 
 
 def _two(x: float) -> str:

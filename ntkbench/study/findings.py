@@ -13,7 +13,8 @@ two, from the data alone, with the numbers and intervals behind them and a link 
 
 A verdict is drawn only from an interval that excludes the value compared with: the energy's
 interval above or below 10/n_train, r's interval above or below 0, the accuracy difference's
-interval above or below 0. (The difference's own interval, not whether the two accuracies'
+interval above or below 0, each as the table prints it (:func:`ntkbench.study.cells.bounds`:
+an r of [−0.44, −0.003] prints [−0.44, 0.00] and decides nothing). (The difference's own interval, not whether the two accuracies'
 intervals overlap: two 95% intervals can overlap while their difference is clear of 0.)
 Otherwise, or without an interval (one seed for an energy, fewer than 4 runs for r), the
 finding says "the data cannot decide". Every number is the cell of the table the finding links
@@ -22,13 +23,14 @@ to (:mod:`ntkbench.study.cells`), character for character.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from ntkbench import format as fmt
 from ntkbench.study import cells
 from ntkbench.study.sections import ACCURACY, ENERGY
-from ntkbench.study.stats import correlation, difference, interval
+from ntkbench.study.stats import correlation
 
 QUESTIONS = ("Does the kernel's feature space hold the target?", "How do the linearizations compare with the network?")
 TOP = 10
@@ -58,10 +60,12 @@ def _feature_space(t: str, top: Any) -> Finding:
     p0 = kern.p.min()
     start = kern[(kern.epoch == 0) & (kern.p == p0)]
     shares, verdicts = [], {"more": [], "less": [], UNDECIDED: []}
-    baseline = TOP / start.n.max() if not start.empty else TOP / kern.n.max()
+    shown = fmt.significant(TOP / start.n.max() if not start.empty else TOP / kern.n.max())
+    baseline = float(shown)
     for v, g in start.groupby("variant", sort=False):
-        _, lo, hi, _ = interval(g.e10, (0.0, 1.0))
-        shares.append(f"{cells.fraction(g.e10)} for {v}")
+        cell = cells.fraction(g.e10)
+        lo, hi = cells.bounds(cell) or (math.nan, math.nan)
+        shares.append(f"{cell} for {v}")
         verdicts["more" if lo > baseline else "less" if hi < baseline else UNDECIDED].append(v)
     text = ""
     if shares:
@@ -69,10 +73,11 @@ def _feature_space(t: str, top: Any) -> Finding:
                 f"less for {_join(verdicts['less'])}" if verdicts["less"] else "",
                 f"{UNDECIDED} for {_join(verdicts[UNDECIDED])}" if verdicts[UNDECIDED] else ""]
         text = (f"At initialization and label noise {p0:g}, the share of the target's energy in the top {TOP} "
-                f"eigenmodes is {_join(shares)}, against {fmt.significant(baseline)} (10/n_train) for a target "
+                f"eigenmodes is {_join(shares)}, against {shown} (10/n_train) for a target "
                 f"unrelated to the kernel: {'; '.join(s for s in said if s)}. ")
-    r, lo, hi, n = correlation(kern.e10, kern.test)
+    n = correlation(kern.e10, kern.test)[3]
     cell = cells.r(kern.e10, kern.test)
+    lo, hi = cells.bounds(cell) or (math.nan, math.nan)
     if lo > 0 or hi < 0:
         text += f"Test accuracy {'rises' if lo > 0 else 'falls'} with that energy across the {n} kernel runs: r = {cell}."
     else:
@@ -90,15 +95,15 @@ def _linearizations(t: str, best: Any) -> Finding:
     ref = nn.method.iloc[0]
     groups: dict[str, list[str]] = {"above": [], "below": [], UNDECIDED: []}
     for v, g in linear.groupby("variant", sort=False):
-        _, lo, hi, _ = difference(g.test, g.n_test, nn.test, nn.n_test)
+        diff = cells.points(g, nn)
+        lo, hi = cells.bounds(diff) or (math.nan, math.nan)
         where = "above" if lo > 0 else "below" if hi < 0 else UNDECIDED
-        groups[where].append(f"{v} ({cells.accuracy(g)} %, {cells.points(g, nn)} points)")
-    said = [f"above it: {_join(groups['above'])}" if groups["above"] else "",
-            f"below it: {_join(groups['below'])}" if groups["below"] else "",
-            f"{UNDECIDED} whether above or below it (the difference's interval holds 0): {_join(groups[UNDECIDED])}"
-            if groups[UNDECIDED] else ""]
+        groups[where].append(f"{v} ({cells.accuracy(g)} %, {diff} points)")
+    said = [f"above it, {_join(groups['above'])}" if groups["above"] else "",
+            f"below it, {_join(groups['below'])}" if groups["below"] else "",
+            f"{UNDECIDED} (the difference's interval holds 0) for {_join(groups[UNDECIDED])}" if groups[UNDECIDED] else ""]
     text = (f"{ref} reaches {cells.accuracy(nn)} % test accuracy at n_train {fmt.integer(nn.n.iloc[0])}. "
-            f"Its linearizations are {'; '.join(s for s in said if s)}.")
+            f"Its linearizations: {'; '.join(s for s in said if s)}.")
     return Finding(t, QUESTIONS[1], text, ACCURACY)
 
 
