@@ -91,6 +91,7 @@ def _in_a_terminal(argv: list[str], deadline_s: float = 240) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
+@pytest.mark.processes
 def test_on_a_terminal_a_bar_shows_the_run_its_epochs_and_an_eta():
     text = _in_a_terminal(["run", *TINY, "--method", "nn,ntk", "--seeds", "0,1", "--set", "nn.epochs=30",
                            "--tracking", "off"])
@@ -101,6 +102,7 @@ def test_on_a_terminal_a_bar_shows_the_run_its_epochs_and_an_eta():
     assert _in_a_terminal(["run", *TINY, "--method", "ntk", "--tracking", "off", "--quiet"]) == ""
 
 
+@pytest.mark.processes
 def test_on_a_terminal_sync_shows_a_bar_over_the_records(capsys, workdir):
     assert cli.main(["run", *TINY, "--method", "ntk", "--seeds", "0,1", "--tracking", "offline", "-q"]) == 0
     text = _in_a_terminal(["sync", "--tracking-uri", f"sqlite:///{workdir}/mlflow.db"])
@@ -139,6 +141,7 @@ def test_errors_are_one_line(argv, message, capsys):
     assert err.count("\n") == 1 and err.startswith("ntkbench: error: ") and re.search(message, err), err
 
 
+@pytest.mark.processes
 def test_a_grid_of_every_method_prints_nothing_else_on_stderr(workdir):
     """A real process, stderr a pipe: one progress line per run and no third-party warning (torch's
     first jvp, in taylor and entk, warned about torch.jit.script in 2 lines)."""

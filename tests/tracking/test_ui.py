@@ -67,8 +67,8 @@ def test_ui_serves_the_store_prints_the_url_and_stops_on_ctrl_c(store, tmp_path)
         view = json.loads(experiment.tags[VIEW_TAG])
         assert set(COLUMNS) <= set(view["selectedColumns"]) and view["orderByKey"] == "metrics.`test_accuracy`"
         if os.environ.get("NTKBENCH_UI_BROWSER_CHECK") and CHROMIUM is not None and Path(CHROMEDRIVER).exists():
-            # Opt-in: inside the full suite on loaded CI cores MLflow's page showed "0 matching runs"
-            # twice (alone it passes, here and in a fresh clone); the cause is not found yet.
+            # Opt-in until it has run green in CI: it failed intermittently ("0 matching runs")
+            # because it stopped waiting at the toolbar's "Sort: test_accuracy", before the table.
             _check_in_chromium(url, tmp_path)
     finally:
         process.send_signal(signal.SIGINT)
@@ -92,13 +92,15 @@ def _check_in_chromium(url: str, tmp: Path) -> None:
         driver.get(url)
         # MLflow's React app fetches the runs after the page shell renders; on 2 loaded cores that
         # took over 90 s once (the shell and the shared-view banner were there, the table not yet).
+        # Wait for the table itself: "test_accuracy" alone is already in the toolbar's "Sort:
+        # test_accuracy" (from the shared view) while the footer still reads "0 matching runs".
+        wanted = ("Model training", "Runs", "ntk-mlp-s0-n40", "peak_memory_mb", "time_fit_s")  # the run, its columns
         deadline, text = time.monotonic() + 300, ""
-        while time.monotonic() < deadline and "test_accuracy" not in text:
+        while time.monotonic() < deadline and not all(w in text for w in wanted):
             time.sleep(1)
             text = driver.find_element("tag name", "body").text
         driver.save_screenshot(str(tmp / "mlflow-ui.png"))
-        assert "test_accuracy" in text and "peak_memory_mb" in text and "Runs" in text, text[:2000]
-        assert "ntk-mlp-s0-n40" in text  # the run itself, listed
+        assert all(w in text for w in wanted), text[:2000]
     finally:
         driver.quit()
 
