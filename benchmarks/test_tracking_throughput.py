@@ -49,20 +49,11 @@ print(json.dumps({{"start": start, "end": time.time(), "finished": sum(r.status 
 """
 
 
-def _missing_postgres() -> str:
-    try:
-        postgres.bin_dir()
-        postgres.run_as()
-    except postgres.ServerError as e:
-        return str(e)
-    return ""
-
-
 @pytest.fixture(scope="module")
 def team_server():
     """``ntkbench server`` in a 0755 folder (the postgres user must reach it), for the module."""
-    if _missing_postgres():
-        pytest.skip(_missing_postgres())
+    if postgres.missing():
+        pytest.skip(postgres.missing())
     folder = Path(tempfile.mkdtemp(prefix="ntkbench-bench-server-"))
     folder.chmod(0o755)
     try:

@@ -27,6 +27,16 @@ class ServerError(ValueError):
     what to do or the log to read."""
 
 
+def missing() -> str:
+    """Why a local PostgreSQL cannot be started here (no binaries, no user to run them as), or ""."""
+    try:
+        bin_dir()
+        run_as()
+    except ServerError as e:
+        return str(e)
+    return ""
+
+
 def bin_dir() -> Path:
     """The folder of ``initdb`` and ``pg_ctl``: on PATH, else the newest /usr/lib/postgresql/*/bin."""
     on_path = shutil.which("pg_ctl")

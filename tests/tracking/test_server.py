@@ -32,15 +32,6 @@ ENV = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "
 ENV["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, ENV.get("PYTHONPATH")]))  # this checkout, not an installed copy
 
 
-def _missing_postgres() -> str:
-    try:
-        postgres.bin_dir()
-        postgres.run_as()
-    except postgres.ServerError as e:
-        return str(e)
-    return ""
-
-
 def _ntkbench(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ntkbench.cli", *args], cwd=cwd, env=ENV, capture_output=True,
                           text=True, timeout=timeout)
@@ -86,8 +77,8 @@ def base() -> Path:
 def uri(base) -> str:
     """The server's tracking URI, started by the command line; the tests that need it are
     skipped, with the reason, where PostgreSQL is missing."""
-    if _missing_postgres():
-        pytest.skip(_missing_postgres())
+    if postgres.missing():
+        pytest.skip(postgres.missing())
     port = _free_port()
     started = _ntkbench("server", "start", "--dir", "srv", "--port", str(port), cwd=base)
     assert started.returncode == 0, started.stderr[-3000:]
