@@ -110,6 +110,57 @@ def _shift_sum(t: Tensor, kernel_size: int, dims: tuple[int, ...]) -> Tensor:
     return out
 
 
+def same_padding(n: int, kernel_size: int, stride: int) -> tuple[int, int]:
+    """XLA's (and stax's) 'SAME' padding of one axis of size n, as (before, after):
+
+    out = ceil(n / s),  total = max((out − 1)·s + k − n, 0),  before = total // 2,  after = total − before.
+
+    An odd total puts the extra zero after (8 inputs, k = 3, s = 2: (0, 1)), unlike torch's symmetric
+    ``padding=k//2``, which for stride > 1 reads other windows.
+    """
+    out = -(-n // stride)
+    total = max((out - 1) * stride + kernel_size - n, 0)
+    return total // 2, total - total // 2
+
+
+def window_sum(t: Tensor, kernel_size: int, stride: int, spatial: str) -> Tensor:
+    """Σ_δ t(s·i − p + δ, s·j − p + δ) over the k×k window offsets δ ∈ {0..k−1}², zero outside,
+    with p the 'SAME' padding before (``same_padding``) on each axis.
+
+    This is the covariance map of a convolution with stride s: output positions i, j see the input
+    positions s·i − p + δ, s·j − p + δ through the same weight δ. Output spatial size ceil(n / s).
+    ``spatial`` is "diag" (..., H, W) or "full" (..., H, W, H, W); in "full" both positions of a pair
+    shift by the same δ on each axis. Separable: k strided slices per axis, no loop over positions.
+    For s = 1 and odd k it is ``box_sum`` (the same tensor, bit for bit).
+    """
+    if stride == 1 and kernel_size % 2 == 1:
+        return box_sum(t, kernel_size, spatial)
+    rows, cols = ((-2,), (-1,)) if spatial == "diag" else ((-4, -2), (-3, -1))
+    return _strided_sum(_strided_sum(t, kernel_size, stride, rows), kernel_size, stride, cols)
+
+
+def _strided_sum(t: Tensor, kernel_size: int, stride: int, dims: tuple[int, ...]) -> Tensor:
+    n = t.shape[dims[0]]
+    before, after = same_padding(n, kernel_size, stride)
+    out = -(-n // stride)
+    shape = list(t.shape)
+    for d in dims:
+        shape[d] = n + before + after
+    padded = t.new_zeros(shape)
+    inner = [slice(None)] * t.dim()
+    for d in dims:
+        inner[d] = slice(before, before + n)
+    padded[tuple(inner)] = t
+    total = None
+    for delta in range(kernel_size):
+        window = [slice(None)] * t.dim()
+        for d in dims:
+            window[d] = slice(delta, delta + stride * (out - 1) + 1, stride)
+        part = padded[tuple(window)]
+        total = part.clone() if total is None else total.add_(part)
+    return total
+
+
 def avg_pool_full(t: Tensor, window: int, n_batch: int) -> Tensor:
     """K'(I, J) = mean over i ∈ I, j ∈ J of K(i, j) for non-overlapping w×w windows ('VALID')."""
     h, w = t.shape[-4], t.shape[-3]
