@@ -1,6 +1,6 @@
 """Kernel entries per second of the at-scale path (``arch.tiled.tiled_kernel``, float32, host
 output) for FC, CNN-V (Flatten readout), CNN-GAP and Myrtle-5 at 32×32 and 64×64, with the
-work per entry counted from the layer list (``cost_per_entry``) so that a report can set the
+work per entry counted from the layers' declarations (``Serial.cost``) so that a report can set the
 rate against a device's ceiling.
 
 The symmetric N×N train kernel is timed: ``entries`` = N² delivered, ``pairs`` = N(N+1)/2
@@ -21,18 +21,15 @@ and, on CUDA, the fraction of it achieved. CUDA work is synchronized inside the 
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import pytest
 import torch
 
-from ntkbench.arch import AvgPool, Conv, Dense, Erf, Flatten, GlobalAvgPool, ReLU, Serial, get
+from ntkbench.arch import Cost, get
 from ntkbench.arch.tiled import tiled_kernel
 
 H200 = {"flops": {torch.float32: 50.6e12, torch.float64: 54.7e12}, "bytes": 4.2e12, "maps": 76e9}
-# Floating-point operations of one ReLU or erf map evaluation besides its acos/asin, counted in
-# arch/fused.py's kernel (variances, cosine, clamp, the two expectations, the ntk product).
-MAP_FLOPS = 16
 # One acos/asin by itemsize: libdevice's arithmetic instructions in PTX for sm_90 (19 in float32,
 # 59 in float64), each counted as an FMA slot, 2 flops.
 ACOS_FLOPS = {4: 38, 8: 118}
@@ -51,58 +48,11 @@ CASES = {  # name: (architecture, side, default N on the CPU)
 }
 
 
-@dataclass(frozen=True)
-class Cost:
-    """Work per kernel entry: floating-point operations besides acos/asin, the least DRAM
-    traffic (each pair tensor read and written once per fused step), and map evaluations."""
-
-    flops: float
-    bytes: float
-    maps: float
-
-    def ceiling(self, dtype: torch.dtype) -> float:
-        """Pairs per second an H200 could reach at best on the fused path (module doc)."""
-        itemsize = torch.finfo(dtype).bits // 8
-        compute = (self.flops + self.maps * ACOS_FLOPS[itemsize]) / H200["flops"][dtype]
-        return 1 / max(compute, self.bytes / H200["bytes"])
-
-
-def cost_per_entry(arch: Serial, input_shape: tuple[int, ...], itemsize: int = 4) -> Cost:
-    """Count the work of one kernel entry layer by layer: the input kernel (2·C per position
-    pair), window sums (k−1 adds per axis for nngp and ntk), affine updates, maps, and pooling."""
-    layers = arch.layers
-    if isinstance(layers[0], Flatten):  # Serial.kernel flattens the inputs first (one dot product)
-        input_shape = (math.prod(input_shape),)
-    shapes = arch.shapes(input_shape)
-    pools = [i for i, layer in enumerate(layers) if isinstance(layer, (AvgPool, GlobalAvgPool))]
-
-    def elements(i: int) -> int:  # pair-tensor elements per entry before layer i
-        if len(shapes[i]) == 1:
-            return 1
-        hw = shapes[i][1] * shapes[i][2]
-        return hw * hw if pools and i <= pools[-1] else hw
-
-    flops, traffic, maps = 2.0 * input_shape[0] * elements(0), 2.0 * elements(0) * itemsize, 0.0
-    i = 0
-    while i < len(layers):
-        p, layer = elements(i), layers[i]
-        act = i + 1 < len(layers) and isinstance(layers[i + 1], (ReLU, Erf))
-        if isinstance(layer, (Dense, Conv)):
-            k = layer.kernel_size if isinstance(layer, Conv) else 1
-            flops += p * (4 * (k - 1) + 2 + 4 + (MAP_FLOPS if act else 0))  # window sums, scale, affine
-            maps += p if act else 0
-            traffic += 4 * p * itemsize
-            i += 2 if act else 1
-        elif isinstance(layer, (ReLU, Erf)):
-            flops, maps, traffic = flops + MAP_FLOPS * p, maps + p, traffic + 4 * p * itemsize
-            i += 1
-        elif len(shapes[i]) > 1:  # pooling or Flatten of images: a mean of nngp and of ntk
-            flops += 2 * p
-            traffic += 2 * (p + elements(i + 1)) * itemsize
-            i += 1
-        else:  # Flatten of vectors
-            i += 1
-    return Cost(flops, traffic, maps)
+def ceiling(cost: Cost, dtype: torch.dtype) -> float:
+    """Pairs per second an H200 could reach at best on the fused path (module doc)."""
+    itemsize = torch.finfo(dtype).bits // 8
+    compute = (cost.flops + cost.maps * ACOS_FLOPS[itemsize]) / H200["flops"][dtype]
+    return 1 / max(compute, cost.elements * itemsize / H200["bytes"])
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -122,14 +72,14 @@ def test_kernel_throughput(benchmark, name):
                            warmup_rounds=1 if warm else 0)
     assert torch.isfinite(k.ntk).all()
     seconds, pairs = benchmark.stats.stats.min, n * (n + 1) / 2
-    cost = cost_per_entry(arch, (3, side, side), torch.finfo(DTYPE).bits // 8)
+    cost = arch.cost((3, side, side), fused=True)
     info = {"n": n, "depth": DEPTH, "dtype": str(DTYPE), "device": DEVICE.type, "entries_per_s": n * n / seconds,
             "pairs_per_s": pairs / seconds, **{f"{key}_per_entry": v for key, v in asdict(cost).items()},
-            "h200_ceiling_pairs_per_s": cost.ceiling(DTYPE),
+            "h200_ceiling_pairs_per_s": ceiling(cost, DTYPE),
             "h200_torch_map_bound_pairs_per_s": H200["maps"] / cost.maps if cost.maps else None}
     if DEVICE.type == "cuda":
         info["fraction_of_h200_ceiling"] = info["pairs_per_s"] / info["h200_ceiling_pairs_per_s"]
     benchmark.extra_info.update(info)
     print(f"\n{name}: N={n} {pairs / seconds:.4g} pairs/s ({n * n / seconds:.4g} entries/s) on {DEVICE.type}; "
-          f"per entry {cost.flops:.3g} flop, {cost.bytes:.3g} B, {cost.maps:.3g} maps; "
-          f"H200 ceiling {cost.ceiling(DTYPE):.4g} pairs/s")
+          f"per entry {cost.flops:.3g} flop, {cost.elements * torch.finfo(DTYPE).bits // 8:.3g} B, {cost.maps:.3g} maps; "
+          f"H200 ceiling {ceiling(cost, DTYPE):.4g} pairs/s")

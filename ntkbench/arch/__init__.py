@@ -1,20 +1,26 @@
-"""The architecture language: one description gives the finite network and its exact
-infinite-width NNGP and NTK kernels.
+"""The architecture language: one description gives the finite network and its infinite-width
+NNGP and NTK kernels (exact, by quadrature, or by Monte Carlo for any network).
 
->>> from ntkbench.arch import serial, Dense, ReLU
->>> arch = serial(Dense(512, w_std=1.4, b_std=0.1), ReLU(), Dense(1, w_std=1.4, b_std=0.1))
->>> net = arch.module((20,), num_outputs=10)       # torch.nn.Module, NTK parameterization
->>> k = arch.kernel(x_train)                        # k.nngp, k.ntk: (n, n) float64
->>> run = tiled_kernel(arch, x_train, out="ckpt/")  # float32 tiles into .npy files, resumable
+>>> from ntkbench.arch import serial, residual, Conv, Dense, ReLU, GlobalAvgPool
+>>> block = residual(serial(ReLU(), Conv(64, 3), ReLU(), Conv(64, 3)))
+>>> arch = serial(Conv(64, 3), block, GlobalAvgPool(), Dense(1))
+>>> net = arch.module((3, 32, 32), num_outputs=10)    # torch.nn.Module, NTK parameterization
+>>> k = arch.kernel(x_train)                          # k.nngp, k.ntk: (n, n) float64
+>>> run = tiled_kernel(arch, x_train, out="ckpt/")    # float32 tiles into .npy files, resumable
 """
 
+from ntkbench.arch.activations import ABReLU, Activation, Elementwise, Erf, Gelu, LeakyReLU, ReLU, Sin, Tanh
+from ntkbench.arch.combinators import FanInConcat, FanInSum, FanOut, Identity, Parallel, Residual, parallel, residual
 from ntkbench.arch.kernel import Kernel
-from ntkbench.arch.layers import AvgPool, Conv, Dense, Erf, Flatten, GlobalAvgPool, Layer, ReLU
+from ntkbench.arch.layers import AvgPool, Conv, Cost, Dense, Dropout, Flatten, GlobalAvgPool, Layer, MaxPool
 from ntkbench.arch.named import ARCHS, get, list_archs, register_arch, resolve
+from ntkbench.arch.normalization import BatchNorm, LayerNorm
 from ntkbench.arch.serial import Network, Serial, serial
 from ntkbench.arch.tiled import TiledKernel, tiled_kernel
 
 __all__ = [
-    "ARCHS", "AvgPool", "Conv", "Dense", "Erf", "Flatten", "GlobalAvgPool", "Kernel", "Layer", "Network",
-    "ReLU", "Serial", "TiledKernel", "get", "list_archs", "register_arch", "resolve", "serial", "tiled_kernel",
+    "ABReLU", "ARCHS", "Activation", "AvgPool", "BatchNorm", "Conv", "Cost", "Dense", "Dropout", "Elementwise", "Erf",
+    "FanInConcat", "FanInSum", "FanOut", "Flatten", "Gelu", "GlobalAvgPool", "Identity", "Kernel", "Layer",
+    "LayerNorm", "LeakyReLU", "MaxPool", "Network", "Parallel", "ReLU", "Residual", "Serial", "Sin", "Tanh",
+    "TiledKernel", "get", "list_archs", "parallel", "register_arch", "residual", "resolve", "serial", "tiled_kernel",
 ]

@@ -44,18 +44,14 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-from ntkbench.arch.kernel import Kernel, box_sum, erf_map, full_to_diag, relu_map, variances
-from ntkbench.arch.layers import Conv, Dense, Erf, Layer, ReLU
+from ntkbench.arch.activations import Activation
+from ntkbench.arch.kernel import Kernel, box_sum, full_to_diag, relu_map, variances
+from ntkbench.arch.layers import Affine
 
 BLOCK = 1024
 # Read once, as Triton reads it when it decorates the kernels below.
 INTERPRETED = triton.knobs.runtime.interpret
 MODES = {"none": 0, "diag": 1, "full": 2}
-
-
-def fusable(affine: Layer, act: Layer) -> bool:
-    """Whether ``affine`` followed by ``act`` runs as one fused pass."""
-    return isinstance(affine, (Dense, Conv)) and isinstance(act, (ReLU, Erf))
 
 
 def check(device: torch.device, dtype: torch.dtype) -> None:
@@ -67,17 +63,19 @@ def check(device: torch.device, dtype: torch.dtype) -> None:
         raise ValueError(f"fused kernels compute in float32 or float64, got {dtype}")
 
 
-def affine_nonlinearity(k: Kernel, affine: Dense | Conv, act: ReLU | Erf) -> Kernel:
-    """``act.kernel(affine.kernel(k))``, with the pair tensors updated in one Triton pass."""
-    size = affine.kernel_size if isinstance(affine, Conv) else 1
+def affine_nonlinearity(k: Kernel, affine: Affine, act: Activation) -> Kernel:
+    """``act.kernel(affine.kernel(k))``, with the pair tensors updated in one Triton pass, for
+    layers that declare themselves ``fusable``: an affine layer with a symmetric stride-1 window
+    and an activation whose map is ReLU's or erf's (the two the kernel below implements)."""
+    size = affine.window
     w_var, b_var = affine.w_std**2, (affine.b_std or 0.0) ** 2
     cov1 = _affine_self(k.cov1, size, k.spatial, w_var, b_var)
     cov2 = cov1 if k.cov2 is k.cov1 else _affine_self(k.cov2, size, k.spatial, w_var, b_var)
     _, self1, self2 = variances(Kernel(k.nngp, k.ntk, cov1, cov2, k.spatial))
-    fn = relu_map if isinstance(act, ReLU) else erf_map
+    fn = act.map()
     out1 = fn(cov1, *self1)[0]
     out2 = out1 if cov2 is cov1 else fn(cov2, *self2)[0]
-    nngp, ntk = _pairs(k.nngp, k.ntk, _diag(cov1), _diag(cov2), k.spatial, size, w_var, b_var, isinstance(act, ReLU))
+    nngp, ntk = _pairs(k.nngp, k.ntk, _diag(cov1), _diag(cov2), k.spatial, size, w_var, b_var, fn is relu_map)
     return Kernel(nngp, ntk, out1, out2, k.spatial)
 
 

@@ -7,14 +7,14 @@ import math
 import typing
 from collections.abc import Callable
 
-from ntkbench.arch.layers import AvgPool, Conv, Dense, Erf, Flatten, GlobalAvgPool, Layer, ReLU
+from ntkbench.arch.activations import Activation, ReLU
+from ntkbench.arch.layers import SPEC_LAYERS, AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Layer
 from ntkbench.arch.serial import Serial, serial
 from ntkbench.options import check_range, check_type
 from ntkbench.registry import Registry, unknown_message
 
 ARCHS: Registry[Callable[..., Serial]] = Registry("architecture")
 register_arch = ARCHS.register
-ACTIVATIONS: dict[str, type[Layer]] = {"relu": ReLU, "erf": Erf}
 
 
 def get(name: str, **options) -> Serial:
@@ -50,10 +50,17 @@ def list_archs(pattern: str = "*") -> list[str]:
     return ARCHS.list(pattern)
 
 
+def activations() -> list[str]:
+    """Names of the activations an architecture option can take: every activation layer's
+    exchange-format name, built with its default arguments."""
+    return sorted(name for name, cls in SPEC_LAYERS.items() if issubclass(cls, Activation) and name != "elementwise")
+
+
 def _activation(name: str) -> Layer:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
+    if name not in activations():
+        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(activations())}")
+    cls = SPEC_LAYERS[name]
+    return cls.from_spec([name], 1)
 
 
 @register_arch("mlp")

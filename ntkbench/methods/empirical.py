@@ -33,6 +33,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 from torch.func import functional_call, jvp, vjp, vmap
+from torch.utils.flop_counter import FlopCounterMode
 
 from ntkbench import progress, signals
 from ntkbench.arch import Network
@@ -132,18 +133,27 @@ class Plan:
 
 
 def measure(lin: Linearization, x: Tensor, sketch_dim: int | None = None) -> Sizes:
-    """Sizes for inputs ``x``, from one forward pass of x[:1] through the layers (only shapes
-    matter): F = Σ_layers 2·|W_l|·positions_l, the multiply-adds of each Dense or Conv layer
-    (what ``torch.utils.flop_counter`` counts), and A = the numbers every layer outputs."""
-    h, flops, activations = x[:1], 0.0, float(x[0].numel())
-    with torch.no_grad():
-        for layer in lin.net:
-            h = layer(h)
-            activations += h[0].numel()
-            weight = getattr(layer, "weight", None)
-            if isinstance(weight, Tensor):
-                flops += 2 * weight.numel() * h[0].numel() / weight.shape[0]
-    return Sizes(len(x), lin.rows_per_input, lin.n_params, flops, activations, x.element_size(), sketch_dim)
+    """Sizes for inputs ``x``, from one forward pass of x[:1] (only shapes matter): F, the
+    floating-point operations ``torch.utils.flop_counter`` counts (2 per multiply-add of each
+    Dense or Conv layer; elementwise work is not counted), and A = the numbers every leaf
+    module outputs, residual branches and normalizations included."""
+    activations = [float(x[0].numel())]
+
+    def count(module: torch.nn.Module, inputs: object, output: object) -> None:
+        outputs = output if isinstance(output, tuple) else (output,)
+        activations.append(float(sum(o[0].numel() for o in outputs)))
+
+    hooks = [m.register_forward_hook(count) for m in lin.net.modules() if not list(m.children())]
+    training = lin.net.training
+    try:  # in evaluation mode: one input has no batch statistics
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            lin.net.eval()(x[:1])
+    finally:
+        lin.net.train(training)
+        for hook in hooks:
+            hook.remove()
+    return Sizes(len(x), lin.rows_per_input, lin.n_params, float(counter.get_total_flops()), sum(activations),
+                 x.element_size(), sketch_dim)
 
 
 def estimate(implementation: Implementation, s: Sizes, budget_bytes: float) -> Plan:

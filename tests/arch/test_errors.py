@@ -15,9 +15,13 @@ def test_dense_after_conv_without_flatten():
         arch.module((1, 6, 6), 3)
 
 
-def test_even_kernel_size():
-    with pytest.raises(ValueError, match=r"layer 1 \(Conv.*kernel_size must be a positive odd int.*got 4"):
-        serial(Flatten(), Conv(4, 4))
+def test_bad_conv_sizes():
+    with pytest.raises(ValueError, match=r"layer 1 \(Conv.*kernel_size must be a positive int, got 0"):
+        serial(ReLU(), Conv(4, 0))
+    with pytest.raises(ValueError, match=r"layer 0 \(Conv.*stride must be a positive int, got 0"):
+        serial(Conv(4, 3, stride=0))
+    with pytest.raises(ValueError, match=r"layer 1 \(Conv.*expects an image input"):
+        serial(Flatten(), Conv(4, 3)).shapes((1, 4, 4))
 
 
 @pytest.mark.parametrize("layer, field", [(Dense(3, w_std=-1.0), "w_std"), (Conv(3, 3, b_std=-0.1), "b_std"),

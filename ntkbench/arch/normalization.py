@@ -1,0 +1,73 @@
+"""Normalization layers: ``LayerNorm`` (exact kernel on Gaussian inputs) and ``BatchNorm``
+(finite only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ntkbench.arch.kernel import Kernel, variances
+from ntkbench.arch.layers import Layer, Node, Shape
+
+EPS = 1e-12  # stax.LayerNorm's default
+
+
+class LayerNormModule(nn.Module):
+    """(x − mean_c x) / √(var_c x + eps) over the channels (features for vectors), per position;
+    no learned scale or shift, as stax's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=1, keepdim=True)
+        var = x.var(dim=1, unbiased=False, keepdim=True)
+        return (x - mean) / (var + EPS).sqrt()
+
+
+@dataclass(frozen=True)
+class LayerNorm(Layer):
+    """Normalize over channels (or features) at each position. For Gaussian inputs of infinite
+    width the channel mean tends to 0 and the channel variance to q(x_i), so
+
+    nngp'(x_i, x'_j) = nngp(x_i, x'_j) / √(q(x_i) q(x'_j)),   ntk' likewise
+
+    (stax.LayerNorm; Novak et al. 2020). The kernel exists only where the inputs are Gaussian:
+    right after Dense or Conv, or a sum or fixed linear map of such. Elsewhere (after a
+    nonlinearity) the channel mean does not vanish and stax refuses it, as ``kernel`` does."""
+
+    spec_name: ClassVar = "layernorm"
+    linear: ClassVar = True  # a deterministic rescaling in the limit: a Gaussian signal stays one
+
+    def trace(self, node: Node) -> Node:
+        out = super().trace(node)
+        if not node.gaussian and out.no_kernel is None:
+            out = Node(out.shape, False, False, "LayerNorm's kernel needs Gaussian inputs (right after Dense or Conv, "
+                                                "or a sum of such), as stax's does; its input here is not",
+                       out.quadrature)
+        return out
+
+    def module(self, shape: Shape, width: int | None, parameterization: str,
+               generator: torch.Generator | None) -> nn.Module:
+        return LayerNormModule()
+
+    def kernel(self, k: Kernel) -> Kernel:
+        pair, self1, self2 = variances(k)
+        scale = (pair[0] * pair[1]).rsqrt()
+        cov1 = k.cov1 * (self1[0] * self1[1]).rsqrt()
+        cov2 = cov1 if k.cov2 is k.cov1 else k.cov2 * (self2[0] * self2[1]).rsqrt()
+        return Kernel(k.nngp * scale, k.ntk * scale, cov1, cov2, k.spatial)
+
+
+@dataclass(frozen=True)
+class BatchNorm(Layer):
+    """Batch normalization over the batch (and positions) per channel, with a learned scale and
+    shift (γ = 1, β = 0 at initialization), as ``torch.nn.BatchNorm1d``/``2d``: batch statistics
+    in training, running statistics in evaluation. Finite only: the output of one input depends
+    on the others in its batch, so there is no closed-form kernel of a pair."""
+
+    kernel_kind: ClassVar = "monte_carlo"
+
+    def module(self, shape: Shape, width: int | None, parameterization: str,
+               generator: torch.Generator | None) -> nn.Module:
+        return nn.BatchNorm2d(shape[0]) if len(shape) == 3 else nn.BatchNorm1d(shape[0])
