@@ -108,12 +108,18 @@ def quadrature_map(fn: Callable[[Tensor], Tensor], deg: int, *,
     E[φ(u)φ(v)]   ≈ Σ_ij w_i w_j φ(u_i) φ(v_ij) / π
     E[φ'(u)φ'(v)] ≈ Σ_ij w_i w_j φ'(u_i) φ'(v_ij) / π,   φ' = d/dz of Σ fn(z) by autograd.
 
-    The rule is exact when φ(u)φ(v) is a polynomial of degree ≤ 2·deg − 1 in each node variable;
-    for smooth φ the error falls quickly with ``deg`` (stax suggests 25 to start), for kinks such as
-    ReLU's only algebraically (see ``quadrature_error``). q1 is clamped at the dtype's tiny, so
-    q → 0 gives u = v = 0 rather than NaN; r is clamped at 0, so |ρ| = 1 is exact. The pairs are
-    processed ``chunk_elements // deg²`` at a time, so memory is a few (deg, deg, chunk) buffers
-    beyond the inputs and outputs, whatever the size of the pair tensor.
+    The rule is exact when φ(u)φ(v) is a polynomial of degree ≤ 2·deg − 1 in each node variable.
+    For smooth φ the error falls faster than any power of ``deg`` (stax suggests 25 to start; erf at
+    50 is within 1e-8 for q ≤ 1) and grows with q. A kink in φ costs O(1/deg) and a jump in φ'
+    O(1/√deg) (ReLU: 0.13·√(q1q2)/deg and 0.21/√deg at even deg; an odd deg puts a node on the kink
+    and doubles both). With the same nodes and parameterisation as stax.ElementwiseNumerical, the
+    two agree to rounding (1e-15 in float64 where checked).
+
+    q1 is clamped at the dtype's tiny and r at 0, so q → 0 and |ρ| = 1 (or just above, by rounding)
+    give no NaN; at q1 = q2 = 0 the result is (φ(0)², φ'(0)²), e.g. E[φ'φ'] = 0 for ReLU, where
+    ``relu_map`` takes the ρ = 0 limit 1/4. The pairs are processed ``chunk_elements // deg²`` at a
+    time, so memory is a few (deg, deg, chunk) buffers beyond the inputs and outputs, whatever the
+    size of the pair tensor.
     """
     if not isinstance(deg, int) or deg < 1:
         raise ValueError(f"quadrature degree must be a positive int, got {deg!r}")
@@ -168,9 +174,13 @@ def _value_and_derivative(fn: Callable[[Tensor], Tensor], z: Tensor) -> tuple[Te
 
 
 def quadrature_error(fn: Callable[[Tensor], Tensor], deg: int, s12: Tensor, q1: Tensor, q2: Tensor) -> float:
-    """max |map at deg − map at 2·deg| over both expectations and every entry: the quadrature error
-    at ``deg`` reported against a reference computed at twice the degree (whose own error is far
-    smaller for smooth φ, so this estimates the error at ``deg`` from above by at most that much)."""
+    """max |map at deg − map at 2·deg| over both expectations and every entry: the error at ``deg``
+    reported against a reference computed at twice the degree.
+
+    For smooth φ the reference's own error is negligible and this is the error (within 1% for erf
+    at deg 16 and 25). If the error falls only as deg^−p, as for kinked φ, it is (1 − 2^−p) of the
+    error: between 0.29 (p = 1/2, ReLU's E[φ'φ']) and 0.5 (p = 1), an underestimate.
+    """
     low = quadrature_map(fn, deg)(s12, q1, q2)
     high = quadrature_map(fn, 2 * deg)(s12, q1, q2)
     return max(float((lo - hi).abs().max()) for lo, hi in zip(low, high))

@@ -6,6 +6,11 @@ Gauss–Hermite: u = √q1·z1, v = m·z1 + σ·z2 with z standard normal, m = s
 and v = 0 for each z1), so every piece is smooth and the rule converges to machine precision
 (160 and 320 nodes agree to 1e-12, the rounding of the sums). Closed forms must agree with it to 1e-10 relative to the
 kernel's scale, at ρ = ±1 and at small q.
+
+Quadrature is checked against the closed forms of ReLU and erf. Its error "follows from the
+degree": Gauss–Hermite nodes near the origin are spaced about π/√(2·deg) apart, so a kink in the
+integrand (ReLU's φ) costs O(1/deg) and a jump (ReLU's φ' = step) O(1/√deg), while a smooth
+integrand (erf) converges faster than any power.
 """
 
 import functools
@@ -162,3 +167,95 @@ def test_maps_broadcast_pair_tensors():
         assert nngp.shape == dot.shape == (3, 2, 5, 5)
         one = fn(s12[1, 0, 2, 3], q1[1, 0, 2, 3], q2[0, 0, 2, 3])
         torch.testing.assert_close(nngp[1, 0, 2, 3], one[0], rtol=1e-13, atol=1e-15)
+
+
+# Measured over the grid (q > 0, rho up to 0.999): ReLU's nngp error is 0.13·√(q1q2)/deg for even
+# deg and 0.26·√(q1q2)/deg for odd (the centre node x = 0 sits on the kink, where relu'(0) = 0),
+# its E[φ'φ'] error 0.21/√deg (even) and 0.62/√deg (odd). The bounds leave a margin over those.
+@pytest.mark.parametrize("deg", [8, 16, 25, 50])
+def test_quadrature_of_relu_is_within_its_degree_bound(deg):
+    s12, q1, q2 = _grid()
+    nngp, dot = quadrature_map(torch.relu, deg)(s12, q1, q2)
+    exact_nngp, exact_dot = relu_map(s12, q1, q2)
+    assert bool(((nngp - exact_nngp).abs() <= 0.4 * (q1 * q2).sqrt() / deg).all())
+    assert bool(((dot - exact_dot).abs() <= 1.0 / math.sqrt(deg)).all())
+
+
+def test_quadrature_of_erf_at_degree_50_is_within_1e_8():
+    # seen: 5e-11 (nngp) and 1.5e-9 (E[φ'φ']) for q <= 1; the error grows with q (erf(√(2q)·x) is
+    # steeper in node units): 3e-7 at q = 2.5, which the next test covers
+    s12, q1, q2 = _grid([(1.0, 1.0), (0.3, 1.0), (0.1, 0.5), (1e-6, 1e-6), (1e-6, 1.0)])
+    for ours, exact in zip(quadrature_map(torch.erf, 50)(s12, q1, q2), erf_map(s12, q1, q2)):
+        assert float((ours - exact).abs().max()) < 1e-8
+
+
+def _error(fn, exact_map, deg, s12, q1, q2):
+    quad = quadrature_map(fn, deg)(s12, q1, q2)
+    return max(float((a - b).abs().max()) for a, b in zip(quad, exact_map(s12, q1, q2)))
+
+
+def test_quadrature_error_falls_with_degree():
+    s12, q1, q2 = _grid()
+    erf = [_error(torch.erf, erf_map, deg, s12, q1, q2) for deg in (10, 20, 40, 80)]
+    assert all(hi > 4 * lo for hi, lo in zip(erf, erf[1:])), erf          # spectral: seen 19x, 370x, 1.4e5x
+    relu = [_error(torch.relu, relu_map, deg, s12, q1, q2) for deg in (8, 16, 32, 64)]
+    assert all(hi > 1.2 * lo for hi, lo in zip(relu, relu[1:])), relu     # 1/deg to 1/√deg: seen 1.65x
+
+
+def test_quadrature_error_estimates_the_error_against_a_higher_degree():
+    s12, q1, q2 = _grid(VARIANCES[:3])
+    for deg in (16, 25):
+        # smooth φ: the degree-2·deg reference is far more accurate, so the estimate is the error
+        true = _error(torch.erf, erf_map, deg, s12, q1, q2)
+        assert 0.9 * true <= quadrature_error(torch.erf, deg, s12, q1, q2) <= 1.1 * true
+    for deg in (16, 32):
+        # error ∝ deg^-p: the estimate is (1 − 2^-p) of the error: 0.29 to 0.5 for ReLU (seen 0.45)
+        true = _error(torch.relu, relu_map, deg, s12, q1, q2)
+        assert 0.25 * true <= quadrature_error(torch.relu, deg, s12, q1, q2) <= true
+
+
+def test_quadrature_chunks_bound_what_fn_sees():
+    seen = []
+
+    def tanh(z):
+        seen.append(z.numel())
+        return torch.tanh(z)
+
+    g = torch.Generator().manual_seed(3)
+    x1, x2 = torch.randn(4, 3, 6, 6, generator=g, dtype=torch.float64), torch.randn(5, 3, 6, 6, generator=g,
+                                                                                  dtype=torch.float64)
+    s12 = torch.einsum("nchw,mchw->nmhw", x1, x2) / 3
+    q1, q2 = (x1 * x1).sum(1)[:, None] / 3, (x2 * x2).sum(1)[None] / 3
+    deg = 25
+    whole = quadrature_map(torch.tanh, deg, chunk_elements=deg**2 * s12.numel())(s12, q1, q2)
+    chunked = quadrature_map(tanh, deg, chunk_elements=deg**2 * 50)(s12, q1, q2)
+    assert max(seen) <= deg**2 * 50 < deg**2 * s12.numel()
+    for a, b in zip(chunked, whole):
+        torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-15)
+
+
+def test_quadrature_under_no_grad_and_inference_mode():
+    s12, q1, q2 = _grid(VARIANCES[:2])
+    expected = quadrature_map(torch.tanh, 12)(s12, q1, q2)
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            got = quadrature_map(torch.tanh, 12)(s12, q1, q2)
+        for a, b in zip(got, expected):
+            assert torch.equal(a, b)
+
+
+def test_quadrature_of_a_constant_and_of_a_line():
+    s12, q1, q2 = _grid()
+    nngp, dot = quadrature_map(lambda z: torch.full_like(z, 3.0), 5)(s12, q1, q2)
+    torch.testing.assert_close(nngp, torch.full_like(s12, 9.0), rtol=1e-14, atol=0)  # Σw_i w_j = π, rounded
+    assert bool((dot == 0.0).all())
+    nngp, dot = quadrature_map(lambda z: 2 * z + 1, 5)(s12, q1, q2)  # E[(2u+1)(2v+1)] = 4·s12 + 1
+    torch.testing.assert_close(nngp, 4 * s12 + 1, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(dot, torch.full_like(s12, 4.0), rtol=1e-13, atol=1e-13)
+
+
+def test_quadrature_rejects_bad_input():
+    with pytest.raises(ValueError, match="positive int"):
+        quadrature_map(torch.tanh, 0)
+    with pytest.raises(ValueError, match="elementwise"):
+        quadrature_map(lambda z: z.sum(-1), 4)(*_grid(VARIANCES[:1]))
