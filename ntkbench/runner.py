@@ -112,6 +112,9 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
     # Build every task before the first run: bad options or missing data fail fast, with no run.
     datasets = {(i, seed): task_lib.get(task, **{"seed": seed, **groups["task"], **size})
                 for i, size in enumerate(sizes) for seed in seeds}
+    for name in names:  # options that depend on the inputs (a kernel method the network needs)
+        method_lib.resolved(method_lib.get(name, network, 0, **dict(groups[name])),
+                            next(iter(datasets.values())).input_shape)
 
     tracker = None
     if track and tracking != "off":
@@ -140,7 +143,8 @@ def _grid_run(data, name: str, seed: int, groups, network, arch: str, arch_optio
               nn_outputs: dict[tuple, torch.Tensor], tags: dict[str, str] | None) -> RunRecord:
     """One (data set, method, seed) of the grid; a run that others linearize leaves its test
     outputs in ``nn_outputs``, and one that linearizes is compared with them."""
-    model = method_lib.get(name, network, seed, **dict(groups[name]))
+    model = method_lib.resolved(method_lib.get(name, network, seed, **dict(groups[name])),
+                                data.input_shape)
     task_options = identity_options(data.params)
     config = Config(data.name, name, arch, task_options, _options(model), arch_options)
     data_key = (data.name, arch, canonical_json(arch_options), canonical_json(task_options), seed)

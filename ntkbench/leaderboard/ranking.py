@@ -20,7 +20,9 @@ Rules, so that the board reads the same everywhere:
   are in ``commits``).
 - Label: the architecture's name followed by the options (``depth=1``, ``nn.lr=0.1``,
   ``task.label_noise=0.5``) whose values differ between the configs of the same task, method and
-  architecture; ``task.n_train`` is left out, as the n_train column shows it.
+  architecture; ``task.n_train`` is left out, as the n_train column shows it. A kernel computed
+  other than in closed form is always named (``ntk.kernel_method=monte_carlo``, with the
+  samples and width of a Monte Carlo estimate).
 - Rank, per task: higher ``acc_mean`` first (compared at 12 decimals, so means of equal
   accuracies tie despite float rounding), then lower ``time_total_s``, then method, label,
   n_train, source, device and fingerprint; ranks are 1, 2, 3, ... with no shared places. A NaN
@@ -132,8 +134,18 @@ def _labels(configs: Iterable[Config]) -> dict[str, str]:
     missing = object()
     differing = [k for k in keys if len({encode_param(o.get(k)) if k in o else missing
                                          for _, o in items.values()}) > 1]
-    return {fp: " ".join([arch] + [f"{k}={encode_param(opts[k])}" for k in differing if k in opts])
+    return {fp: " ".join([arch] + [f"{k}={encode_param(opts[k])}" for k in differing if k in opts]
+                         + [f"{k}={encode_param(opts[k])}" for k in _kernel_path(opts) if k not in differing])
             for fp, (arch, opts) in items.items()}
+
+
+def _kernel_path(opts: dict[str, Any]) -> list[str]:
+    """The options that say how a kernel method's kernel was computed, when not in closed form."""
+    method = next((k for k in opts if k.endswith(".kernel_method")), None)
+    if method is None or opts[method] == "exact":
+        return []
+    prefix = method.split(".")[0]
+    return [method] + ([f"{prefix}.mc_samples", f"{prefix}.mc_width"] if opts[method] == "monte_carlo" else [])
 
 
 def _mean(xs: Sequence[float]) -> float:

@@ -23,10 +23,10 @@ with warnings.catch_warnings():  # torch.func.jvp's first call imports this, and
 
 from ntkbench.methods import entk, kernel, nn, taylor  # noqa: F401  (registers the methods)
 from ntkbench.methods.base import (AT_EPOCH, METHODS, Predictor, RunContext, get, linearizes, option_names, options_of,
-                                   register_method)
+                                   register_method, resolved)
 
 __all__ = ["AT_EPOCH", "METHODS", "PLUGINS", "Predictor", "RunContext", "get", "linearizes", "option_names", "options_of",
-           "register_method"]
+           "register_method", "resolved"]
 
 PLUGINS: dict[str, str] = {}
 

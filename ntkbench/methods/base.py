@@ -92,6 +92,14 @@ def get(name: str, arch, seed: int = 0, **options):
     return cls(arch=arch, seed=check_type("seed", seed, int), **options)
 
 
+def resolved(method, input_shape: tuple[int, ...]):
+    """The method with the options that depend on the inputs resolved, so that the run's config
+    records what ran: a method may define ``resolve(input_shape)`` (the kernel methods resolve
+    ``kernel_method="auto"``); others are returned as they are."""
+    resolve = getattr(method, "resolve", None)
+    return resolve(input_shape) if resolve is not None else method
+
+
 def options_of(method) -> dict[str, object]:
     """The method's options (everything but the architecture), for logging."""
     return {f.name: getattr(method, f.name) for f in dataclasses.fields(method) if f.name != "arch"}

@@ -1,14 +1,18 @@
-"""``ntk`` and ``nngp``: kernel ridge regression with the infinite-width kernels of ``arch``."""
+"""``ntk`` and ``nngp``: kernel ridge regression with the infinite-width kernels of ``arch``,
+computed in closed form, by quadrature, or by Monte Carlo over finite networks
+(``kernel_method``; see ``Serial.kernel``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from ntkbench.arch import Serial
+from ntkbench.arch import Kernel, Serial
+from ntkbench.arch.spec import from_spec, to_spec
 from ntkbench.methods.base import (
     DTYPES,
     RunContext,
@@ -41,18 +45,24 @@ from ntkbench.solvers import (
 
 # Kernel entries per test chunk in ``predict``: the chunk's nngp and ntk take 1 GB in float64.
 PREDICT_ELEMENTS = 1 << 26
+KernelMethod = Literal["auto", "exact", "quadrature", "monte_carlo"]
+# Each kernel method covers the networks of the ones before it.
+KERNEL_METHODS: tuple[KernelMethod, ...] = ("exact", "quadrature", "monte_carlo")
+# Training inputs on which a quadrature kernel is compared with one at twice the degree.
+QUADRATURE_CHECK_INPUTS = 16
+KernelFn = Callable[[Tensor, Tensor | None], Kernel]
 
 
-def kernel_block(arch: Serial, x: Tensor, kind: str, dtype: torch.dtype) -> Block:
-    """K[rows][:, cols] = arch.kernel(x[rows], x[cols]).{kind}, recomputed on each call."""
-    return lambda rows, cols: getattr(arch.kernel(x[rows], x[cols], dtype=dtype), kind)
+def kernel_block(kernel: KernelFn, x: Tensor, kind: str) -> Block:
+    """K[rows][:, cols] = kernel(x[rows], x[cols]).{kind}, recomputed on each call."""
+    return lambda rows, cols: getattr(kernel(x[rows], x[cols]), kind)
 
 
 @dataclass
 class KernelPredictor:
     """f(x) = K(x, X) α with α = (K + λ tr(K)/n · I)⁻¹ Y, by chunks of test rows."""
 
-    arch: Serial
+    kernel: KernelFn
     kind: str
     x_train: Tensor
     alpha: Tensor
@@ -60,7 +70,7 @@ class KernelPredictor:
     def predict(self, x: Tensor) -> Tensor:
         rows = max(1, PREDICT_ELEMENTS // len(self.x_train))
         return torch.cat([
-            (getattr(self.arch.kernel(x[i:i + rows], self.x_train, dtype=self.alpha.dtype), self.kind) @ self.alpha).float()
+            (getattr(self.kernel(x[i:i + rows], self.x_train), self.kind) @ self.alpha).float()
             for i in range(0, max(len(x), 1), rows)  # an empty x still reaches arch.kernel's error
         ])
 
@@ -99,6 +109,9 @@ class _KernelRegression:
     max_cg_iterations: int = 1000
     preconditioner_rank: int = 100
     max_jitter: float = 1e-3
+    kernel_method: KernelMethod = "auto"
+    mc_samples: int = 64
+    mc_width: int = 512
     kind = "ntk"
 
     def __post_init__(self) -> None:
@@ -108,11 +121,39 @@ class _KernelRegression:
         check_range(f"{self.kind}.max_cg_iterations", self.max_cg_iterations, 1)
         check_range(f"{self.kind}.preconditioner_rank", self.preconditioner_rank, 0)
         check_range(f"{self.kind}.max_jitter", self.max_jitter, 0)
+        check_range(f"{self.kind}.mc_samples", self.mc_samples, 2)
+        check_range(f"{self.kind}.mc_width", self.mc_width, 1)
+
+    def resolve(self, input_shape: tuple[int, ...]) -> _KernelRegression:
+        """This method with ``kernel_method`` resolved for inputs of ``input_shape``: ``auto``
+        becomes what the architecture needs; a method that cannot cover it raises one line."""
+        needed = self.arch.kernel_method(input_shape)
+        if self.kernel_method == "auto":
+            return replace(self, kernel_method=needed)
+        if KERNEL_METHODS.index(self.kernel_method) < KERNEL_METHODS.index(needed):
+            why = self.arch.no_kernel(input_shape) or "an Elementwise layer has no closed form"
+            raise ValueError(f"{self.kind}.kernel_method={self.kernel_method} cannot compute this architecture's kernel "
+                             f"({why}); use {needed} or auto")
+        if self.kernel_method == "quadrature" and needed == "exact":
+            raise ValueError(f"{self.kind}.kernel_method=quadrature: no layer of this architecture integrates "
+                             "numerically; use exact or auto")
+        return self
+
+    def _kernel(self, dtype: torch.dtype) -> KernelFn:
+        """(x1, x2) -> Kernel by this run's kernel method."""
+        if self.kernel_method == "monte_carlo":
+            return lambda x1, x2=None: self.arch.kernel(x1, x2, dtype=dtype, method="monte_carlo",
+                                                        n_samples=self.mc_samples, width=self.mc_width, seed=self.seed)
+        return lambda x1, x2=None: self.arch.kernel(x1, x2, dtype=dtype)
 
     def fit(self, x: Tensor, labels: Tensor, num_classes: int, ctx: RunContext | None = None) -> KernelPredictor:
         check_inputs(x, labels, num_classes)
         ctx = ctx or RunContext()
+        if self.kernel_method == "auto":
+            return self.resolve(tuple(x.shape[1:])).fit(x, labels, num_classes, ctx)
         dtype = DTYPES[self.dtype]
+        kernel = self._kernel(dtype)
+        ctx.log_param("kernel_method", self.kernel_method)
         policy = replace(SolverPolicy.for_device(x.device), direct_time_s=self.direct_time_s)
         cg = CGSettings(self.cg_tolerance, self.max_cg_iterations, self.preconditioner_rank)
         choice = choose_solver(len(x), num_classes, dtype, memory_budget(self.memory_budget_gb, x.device),
@@ -120,10 +161,20 @@ class _KernelRegression:
         _log_choice(choice, policy, cg, self.max_jitter, self.diagnostics, ctx)
         x, labels = fit_budget(x, labels, self.max_n_train, self.memory_budget_gb, self.time_budget_s,
                                choice.bytes_per_row, choice.bytes_per_pair,
-                               lambda rows: self.arch.kernel(rows, dtype=dtype), self.seed, ctx)
+                               lambda rows: kernel(rows, None), self.seed, ctx)
         y = centered_one_hot(labels, num_classes, dtype)
-        block = kernel_block(self.arch, x, self.kind, dtype)
         n = len(x)
+        if self.kernel_method == "monte_carlo":
+            # One estimate of the whole train kernel: its networks (and any BatchNorm's statistics
+            # of the training inputs) are the same for every entry.
+            train = kernel(x, None)
+            se = getattr(train, f"{self.kind}_se")
+            ctx.log_metric("kernel_mc_relative_se", float(se.mean() / getattr(train, self.kind).abs().mean()))
+            block = dense_block(getattr(train, self.kind))
+        else:
+            block = kernel_block(kernel, x, self.kind)
+        if self.kernel_method == "quadrature":
+            self._log_quadrature_error(x[:QUADRATURE_CHECK_INPUTS], dtype, ctx)
         if choice.solver == "matrix_free":
             ridge = self._ridge(None, y, choice, policy, ctx)
             k = KernelOperator(block_diagonal(block, n), block=block, tile=policy.tile, count=MatmulCount())
@@ -141,7 +192,17 @@ class _KernelRegression:
                                          JitterPolicy(max_jitter=self.max_jitter))
         for key, value in result.metrics().items():
             ctx.log_metric(key, value)
-        return KernelPredictor(self.arch, self.kind, x, result.alpha)
+        return KernelPredictor(kernel, self.kind, x, result.alpha)
+
+    def _log_quadrature_error(self, x: Tensor, dtype: torch.dtype, ctx: RunContext) -> None:
+        """Log max |K − K₂| / max |K₂|, K₂ the kernel at twice every Elementwise layer's degree."""
+        try:
+            finer = from_spec(_double_degrees(to_spec(self.arch)))
+        except ValueError as e:  # a layer without an exchange-format entry, e.g. an unnamed callable
+            ctx.log_param("kernel_quadrature_error_skipped", str(e))
+            return
+        k, k2 = getattr(self.arch.kernel(x, dtype=dtype), self.kind), getattr(finer.kernel(x, dtype=dtype), self.kind)
+        ctx.log_metric("kernel_quadrature_error", float((k - k2).abs().max() / k2.abs().max()))
 
     def _ridge(self, k: Tensor | None, y: Tensor, choice: SolverChoice, policy: SolverPolicy, ctx: RunContext) -> float:
         """The fixed ridge, leave-one-out (eigh), or the policy's default, logged."""
@@ -152,6 +213,24 @@ class _KernelRegression:
                                               f"SolverPolicy.default_ridge = {policy.default_ridge:g} (set ridge to override)")
         ctx.log_metric("ridge", policy.default_ridge)
         return policy.default_ridge
+
+
+def _double_degrees(spec: list) -> list:
+    """The layer list with every quadrature entry at twice its degree (``["tanh"]`` is degree
+    ``activations.DEFAULT_DEG``), residual branches included."""
+    from ntkbench.arch.activations import DEFAULT_DEG
+
+    out = []
+    for entry in spec:
+        if entry[0] == "tanh":
+            out.append(["elementwise", "tanh", 2 * DEFAULT_DEG])
+        elif entry[0] == "elementwise":
+            out.append(["elementwise", entry[1], 2 * entry[2]])
+        elif entry[0] == "residual":
+            out.append(["residual", _double_degrees(entry[1]), _double_degrees(entry[2])])
+        else:
+            out.append(entry)
+    return out
 
 
 def _log_choice(choice: SolverChoice, policy: SolverPolicy, cg: CGSettings, max_jitter: float,
