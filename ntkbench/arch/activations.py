@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import ClassVar
 
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ntkbench.arch.kernel import Kernel, apply_nonlinearity, erf_map, relu_map
-from ntkbench.arch.layers import Cost, Function, Layer, Shape
+from ntkbench.arch.layers import Cost, Function, Layer, Node, Shape
 from ntkbench.arch.maps import abrelu_map, gelu_map, quadrature_map, sin_map
 
 # A kernel map: (Σ12, q1, q2) -> (E[φ(u)φ(v)], E[φ'(u)φ'(v)]), as ``kernel.relu_map``.
@@ -37,7 +37,19 @@ DEFAULT_DEG = 25
 
 
 class Activation(Layer):
-    """φ applied elementwise; subclasses give φ (``fn``) and its kernel map (``map``)."""
+    """φ applied elementwise; subclasses give φ (``function``) and its kernel map (``map``).
+
+    The map is an expectation over Gaussian pre-activations, so the kernel exists only where the
+    input is Gaussian with the covariance the kernel carries: after Dense or Conv, or a sum,
+    pooling or LayerNorm of such; not after another activation, a Flatten (its features have
+    different covariances) or a channel concatenation, nor on raw inputs."""
+
+    def trace(self, node: Node) -> Node:
+        out = super().trace(node)
+        if not node.gaussian and out.no_kernel is None:
+            out = replace(out, no_kernel=f"{self}: an activation's kernel needs Gaussian pre-activations (right after "
+                                         "Dense or Conv, or a sum or pooling of such); its input here is not")
+        return out
 
     def function(self) -> Callable[[torch.Tensor], torch.Tensor]:
         raise NotImplementedError

@@ -12,14 +12,15 @@ Kernels (Novak et al. 2020, "Neural Tangents"; Yang 2019 for the independence ar
   ``Identity`` branches, two ReLU branches) the cross-covariances are missing and ``kernel``
   refuses, naming the branches; ``method="monte_carlo"`` still covers the network.
 - a concatenation along channels has the mean of the branches' kernels, the limit of branches of
-  equal width (stax's rule); branches of unequal declared width have no such limit and
-  ``kernel`` refuses.
+  equal width (stax weights unequal widths by their channel counts; the exchange format has no
+  widths, so ``kernel`` refuses unequal ones). Its channels have different covariances, so, as
+  in stax, only an affine layer may follow it where a kernel is wanted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -301,7 +302,9 @@ class FanInConcat(Layer):
         if len(set(widths)) != 1:
             no_kernel = (f"FanInConcat: the kernel is the mean of the branches' kernels, the limit of branches of equal "
                          f"width; got widths {', '.join(map(str, widths))}")
-        return _join(nodes, (sum(widths), *nodes[0].shape[1:]), no_kernel)
+        # Channels of different branches have different covariances: not one Gaussian signal with
+        # the mean kernel (as in stax, an activation or LayerNorm may not follow; Dense or Conv may).
+        return replace(_join(nodes, (sum(widths), *nodes[0].shape[1:]), no_kernel), gaussian=False)
 
     def module(self, shape: Shape, width: int | None, parameterization: str,
                generator: torch.Generator | None) -> nn.Module:

@@ -410,6 +410,11 @@ class Flatten(Layer):
     def out_shape(self, shape: Shape) -> Shape:
         return (math.prod(shape),)
 
+    def trace(self, node: Node) -> Node:
+        # The features of different positions have different covariances: not one Gaussian
+        # signal with this kernel any more (an activation or LayerNorm may not follow, as in stax).
+        return replace(super().trace(node), gaussian=False)
+
     def cost(self, elements_in: int, elements_out: int) -> Cost:
         return Cost() if elements_in == 1 else super().cost(elements_in, elements_out)  # vectors: nothing to do
 

@@ -43,12 +43,23 @@ def test_fanout_parallel_faninsum_equals_residual():
 
 
 def test_a_sum_of_dependent_branches_has_no_exact_kernel_and_says_why():
-    arch = serial(Dense(4), ReLU(), residual(ReLU()), Dense(1))
+    # x + LayerNorm(x) adds one Gaussian to a rescaled copy of itself: stax accepts it and is wrong.
+    arch = serial(Dense(4), residual(LayerNorm()), ReLU(), Dense(1))
     assert arch.kernel_method((7,)) == "monte_carlo"
     with pytest.raises(ValueError, match=r"FanInSum: .*branches 0, 1 do not; pass method='monte_carlo'"):
         arch.kernel(X_VEC)
     # One branch that ends in its own affine layer makes the sum exact again.
-    assert serial(Dense(4), ReLU(), residual(Dense(4)), Dense(1)).kernel_method((7,)) == "exact"
+    assert serial(Dense(4), residual(Dense(4)), ReLU(), Dense(1)).kernel_method((7,)) == "exact"
+
+
+@pytest.mark.parametrize("before", [[ReLU()], [Dense(4), ReLU()], [Conv(4, 3), Flatten()],
+                                    [FanOut(2), parallel(Dense(4), Dense(4)), FanInConcat()]])
+def test_an_activation_needs_gaussian_pre_activations(before):
+    """The kernel maps are expectations over Gaussian inputs with the kernel's covariance: raw
+    inputs, an activation's output, Flatten's features and concatenated channels are not that."""
+    shape = (3, 8, 8) if isinstance(before[0], Conv) else (7,)
+    arch = serial(*before, Erf(), *([] if isinstance(before[-1], Flatten) or len(shape) == 1 else [Flatten()]), Dense(1))
+    assert "an activation's kernel needs Gaussian pre-activations" in arch.no_kernel(shape)
 
 
 def test_layernorm_needs_gaussian_inputs():
@@ -72,7 +83,7 @@ def test_layernorm_kernel_is_a_correlation_and_its_module_normalizes():
 
 
 def test_fanin_concat_averages_equal_width_branches_and_refuses_unequal_ones():
-    two = serial(FanOut(2), parallel(Dense(4, 1.1, 0.1), Dense(4, 0.7, 0.2)), FanInConcat(), ReLU(), Dense(1))
+    two = serial(FanOut(2), parallel(Dense(4, 1.1, 0.1), Dense(4, 0.7, 0.2)), FanInConcat(), Dense(5), ReLU(), Dense(1))
     k = two.kernel(X_VEC)
     mid = serial(FanOut(2), parallel(Dense(4, 1.1, 0.1), Dense(4, 0.7, 0.2)), FanInConcat(), Dense(1, 1.0, 0.0))
     a, b = serial(Dense(4, 1.1, 0.1), Dense(1, 1.0, 0.0)), serial(Dense(4, 0.7, 0.2), Dense(1, 1.0, 0.0))
@@ -109,7 +120,7 @@ def test_strided_conv_pads_as_xla(side, k, stride, pads):
 
 def test_exact_kernels_do_not_depend_on_blocking():
     arch = serial(Conv(4, 3), residual(serial(Gelu(), Conv(4, 3, stride=2)), Conv(4, 1, stride=2)), LayerNorm(),
-                  LeakyReLU(0.1), AvgPool(2), Sin(1.0, 0.5, 0.2), Flatten(), Dense(1))
+                  LeakyReLU(0.1), Conv(4, 3), AvgPool(2), Sin(1.0, 0.5, 0.2), Flatten(), Dense(1))
     full, blocked = arch.kernel(X_IMG), arch.kernel(X_IMG, block_size=2)
     assert _rel(blocked.ntk, full.ntk) < 1e-12 and torch.equal(full.ntk, full.ntk.T)
     cross = arch.kernel(X_IMG[:2], X_IMG)
