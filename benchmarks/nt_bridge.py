@@ -14,6 +14,7 @@ a `b_std` of null is no bias; widths are irrelevant to the kernel and set to 1):
     ["relu"] / ["erf"]                   Relu() / Erf()
     ["gelu"]                             Gelu(approximate=False)
     ["leaky_relu", alpha]                LeakyRelu(alpha)  = ABRelu(alpha, 1)
+    ["abs"]                              Abs()             = ABRelu(-1, 1)
     ["abrelu", a, b]                     ABRelu(a, b): a·min(x, 0) + b·max(x, 0)
     ["sin", a, b, c]                     Sin(a, b, c): a·sin(b·x + c)
     ["tanh"]                             ElementwiseNumerical(jnp.tanh, deg=TANH_DEG)
@@ -51,6 +52,7 @@ SIMPLE = {
     "gelu": (0, lambda: stax.Gelu(approximate=False)),
     "leaky_relu": (1, stax.LeakyRelu),
     "abrelu": (2, stax.ABRelu),
+    "abs": (0, stax.Abs),
     "sin": (3, stax.Sin),
     "tanh": (0, lambda: stax.ElementwiseNumerical(jnp.tanh, deg=TANH_DEG)),
     "layernorm": (0, lambda: stax.LayerNorm(axis=-1)),

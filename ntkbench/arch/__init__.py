@@ -9,7 +9,7 @@ NNGP and NTK kernels (exact, by quadrature, or by Monte Carlo for any network).
 >>> run = tiled_kernel(arch, x_train, out="ckpt/")    # float32 tiles into .npy files, resumable
 """
 
-from ntkbench.arch.activations import ABReLU, Activation, Elementwise, Erf, Gelu, LeakyReLU, ReLU, Sin, Tanh
+from ntkbench.arch.activations import ABReLU, Abs, Activation, Elementwise, Erf, Gelu, LeakyReLU, ReLU, Sin, Tanh
 from ntkbench.arch.combinators import FanInConcat, FanInSum, FanOut, Identity, Parallel, Residual, parallel, residual
 from ntkbench.arch.kernel import Kernel
 from ntkbench.arch.layers import AvgPool, Conv, Cost, Dense, Dropout, Flatten, GlobalAvgPool, Layer, MaxPool
@@ -19,7 +19,7 @@ from ntkbench.arch.serial import Network, Serial, serial
 from ntkbench.arch.tiled import TiledKernel, tiled_kernel
 
 __all__ = [
-    "ABReLU", "ARCHS", "Activation", "AvgPool", "BatchNorm", "Conv", "Cost", "Dense", "Dropout", "Elementwise", "Erf",
+    "ABReLU", "ARCHS", "Abs", "Activation", "AvgPool", "BatchNorm", "Conv", "Cost", "Dense", "Dropout", "Elementwise", "Erf",
     "FanInConcat", "FanInSum", "FanOut", "Flatten", "Gelu", "GlobalAvgPool", "Identity", "Kernel", "Layer",
     "LayerNorm", "LeakyReLU", "MaxPool", "Network", "Parallel", "ReLU", "Residual", "Serial", "Sin", "Tanh",
     "TiledKernel", "get", "list_archs", "parallel", "register_arch", "residual", "resolve", "serial", "tiled_kernel",

@@ -134,6 +134,19 @@ class ABReLU(Activation):
 
 
 @dataclass(frozen=True)
+class Abs(Activation):
+    """φ(u) = |u|: the map of ``ABReLU(−1, 1)``."""
+
+    spec_name: ClassVar = "abs"
+
+    def function(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        return torch.abs
+
+    def map(self) -> MapFn:
+        return abrelu_map(-1.0, 1.0)
+
+
+@dataclass(frozen=True)
 class LeakyReLU(Activation):
     """φ(u) = u for u > 0, α·u otherwise: the map of ``ABReLU(alpha, 1)``."""
 
