@@ -29,10 +29,12 @@ Tensor = torch.Tensor
 
 @dataclass(frozen=True)
 class Kernel:
-    """Exact infinite-width kernels of a batch of input pairs.
+    """Infinite-width kernels of a batch of input pairs.
 
     ``nngp`` is the output covariance at initialization (Neal 1996; Lee et al. 2018) and ``ntk``
     the neural tangent kernel (Jacot et al. 2018). After a full architecture both are (N1, N2).
+    ``nngp_se`` and ``ntk_se`` are None for exact kernels; a Monte Carlo estimate
+    (``arch.monte_carlo``) sets them to the standard error of each entry, (N1, N2).
     """
 
     nngp: Tensor
@@ -40,6 +42,8 @@ class Kernel:
     cov1: Tensor
     cov2: Tensor
     spatial: str = "none"
+    nngp_se: Tensor | None = None
+    ntk_se: Tensor | None = None
 
 
 def input_kernel(x1: Tensor, x2: Tensor, spatial: str) -> Kernel:
