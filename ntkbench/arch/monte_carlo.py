@@ -1,0 +1,355 @@
+"""Monte Carlo kernels of any network: the empirical NNGP and NTK averaged over independently
+initialized finite networks of the same description.
+
+For S networks f_s of hidden width n (every Dense width and Conv channel count; one output),
+drawn in the NTK parameterization by ``Serial.module``,
+
+    nngp(x, x') ≈ (1/S) Σ_s f_s(x) f_s(x'),      ntk(x, x') ≈ (1/S) Σ_s J_s(x) J_s(x')ᵀ,   J = ∂f/∂θ.
+
+In the NTK parameterization the output covariance tends to the NNGP kernel and J Jᵀ to the NTK
+as n → ∞ (Neal 1996, Lee et al. 2018; Jacot et al. 2018), so the estimate carries noise that
+falls as 1/√S and a finite-width bias that falls as 1/n (Hanin & Nica 2020). The reported standard
+error of an entry, the sample standard deviation over the S networks divided by √S, measures
+the noise only: choose n so that the bias is below the precision you need.
+
+When the network ends in its readout Dense (z = w_std/√d · W h + b_std · b), the NNGP term of a
+sample is f's covariance over that layer's weights given the features h, in closed form:
+
+    E_{W,b}[f(x) f(x')] = w_std² · h(x)·h(x')/d + b_std²,
+
+the same expectation as f(x) f(x') (so the same limit and the same width bias) without the
+readout's draw of one Gaussian, whose noise alone is √2 times the kernel's scale per sample: at
+width 512 this cuts the NNGP's variance per sample by about 100x. A network that ends otherwise
+(say Dense then Erf) uses f(x) f(x') itself.
+
+Where the exact kernel does not exist this is the kernel; the finite-only layers behave as in
+training:
+
+- ``BatchNorm``: per-channel mean and (biased) variance of the *reference batch*, the training
+  inputs (x2; x1 for the symmetric train kernel), as one train-mode forward pass computes them;
+  they are then held fixed while f and J are computed for every input, so an entry depends only
+  on its two inputs and the reference batch, never on how the inputs are blocked. J does not
+  differentiate through the statistics: it is the Jacobian of the network whose normalization
+  constants are the reference batch's (γ and β are parameters and are differentiated).
+- ``Dropout``: train mode, an independent mask per input, as ``stax.Dropout(mode="train")`` and as
+  each input sees in a training step. In the symmetric kernel an input is paired with itself under
+  one mask, so the diagonal carries the dropout noise (the 1/(1 − rate) diagonal boost of the
+  limit) and the off-diagonal entries do not; between x1 and a given x2 all masks are independent.
+  Eval mode would make Dropout the identity, whose kernel ``method="exact"`` already gives
+  without the layer; a user who asks for Dropout's kernel wants its noise.
+- ``MaxPool``: the plain maximum; its (sub)gradient flows to the maximal entry.
+
+Reproducible: a generator seeded with ``seed`` draws one seed per sample, which draws that
+sample's network and its Dropout masks (per input, from the sample's seed and the input's
+index), so the first S samples of a larger run are this run's S, and no value depends on the
+blocking over inputs beyond rounding in the matrix products.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad_and_value, vmap
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ntkbench import progress, signals
+from ntkbench.arch.kernel import Kernel
+from ntkbench.arch.layers import Shape
+from ntkbench.arch.serial import Serial
+
+# One block of per-input gradients (b inputs × P parameters) is kept near 256 MiB.
+JACOBIAN_BYTES = 1 << 28
+SEED_RANGE = 1 << 62
+Params = dict[str, Tensor]
+
+
+def monte_carlo_kernel(arch: Serial, x1: Tensor, x2: Tensor | None = None, *, n_samples: int = 64, width: int = 512,
+                       seed: int = 0, dtype: torch.dtype = torch.float64, block_size: int | None = None) -> Kernel:
+    """Monte Carlo NNGP and NTK of ``arch`` between the rows of ``x1`` and ``x2`` (module doc).
+
+    Averages ``n_samples`` networks of hidden width ``width`` drawn from ``seed``, computed in
+    ``dtype`` on x1's device, ``block_size`` inputs at a time (default: as many as keep one
+    block of gradients near ``JACOBIAN_BYTES``). ``x2=None`` (or ``x2 is x1``) is the symmetric
+    train kernel, exactly symmetric. Returns a ``Kernel`` with nngp, ntk (N1, N2), their standard
+    errors nngp_se, ntk_se (N1, N2), and cov1, cov2: the NNGP diagonals k(x, x) estimated the
+    same way.
+    """
+    _check_options(arch, n_samples, width, seed, dtype, block_size)
+    symmetric = x2 is None or x2 is x1
+    x1 = arch._check_input(x1, "x1").to(dtype)
+    x2 = x1 if symmetric else arch._check_input(x2, "x2").to(device=x1.device, dtype=dtype)
+    if x2.shape[1:] != x1.shape[1:]:
+        raise ValueError(f"x1 and x2 must have the same per-sample shape, got {tuple(x1.shape[1:])} and {tuple(x2.shape[1:])}")
+    input_shape = tuple(x1.shape[1:])
+    arch.output(input_shape)  # a shape mismatch names its layer here
+    seeds = torch.randint(SEED_RANGE, (n_samples,), generator=torch.Generator().manual_seed(seed)).tolist()
+    nngp, ntk, cov1, cov2 = _Moments(), _Moments(), _Moments(), _Moments()
+    layout = None
+    for sample_seed in progress.steps(seeds, "Monte Carlo samples"):
+        signals.check()
+        network = SampledNetwork(arch, input_shape, width, sample_seed, x1.device, dtype, layout)
+        layout = network.layout
+        block = block_size or network.block_size()
+        network.fit_batchnorm(x2, 1 if symmetric else 2, block)
+        k_nngp, k_ntk, diag1, diag2 = sample_kernel(network, x1, x2, symmetric, block)
+        nngp.add(k_nngp)
+        ntk.add(k_ntk)
+        cov1.add(diag1)
+        if not symmetric:
+            cov2.add(diag2)
+    diag1 = cov1.mean
+    return Kernel(nngp.mean, ntk.mean, diag1, diag1 if symmetric else cov2.mean, "none",
+                  nngp.standard_error(), ntk.standard_error())
+
+
+def _check_options(arch: Serial, n_samples: int, width: int, seed: int, dtype: torch.dtype,
+                   block_size: int | None) -> None:
+    def whole(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not isinstance(arch, Serial):
+        raise ValueError(f"arch must be a serial(...) architecture, got {type(arch).__name__}")
+    if not whole(n_samples) or n_samples < 2:
+        raise ValueError(f"n_samples must be an int >= 2 (the standard error needs two samples), got {n_samples!r}")
+    if not whole(width) or width < 1:
+        raise ValueError(f"width must be a positive int (the hidden width of the sampled networks), got {width!r}")
+    if not whole(seed) or not 0 <= seed < 1 << 63:
+        raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch.dtype such as torch.float64, got {dtype!r}")
+    if block_size is not None and (not whole(block_size) or block_size < 1):
+        raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a sampled network needs beyond its parameters: each Dropout mask's buffer name, rate
+    and per-input shape, and the BatchNorm modules' names in the order they are called."""
+
+    dropouts: tuple[tuple[str, float, Shape], ...]
+    batchnorms: tuple[str, ...]
+
+
+class MaskedDropout(nn.Module):
+    """Dropout whose mask is the buffer ``mask``: (N, *shape) for a batch, (*shape) for one
+    input under ``vmap``, already scaled by 1/(1 − rate). Passed in by ``functional_call``."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        self.rate = rate
+        self.register_buffer("mask", torch.ones(()), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.mask
+
+
+class SampledNetwork:
+    """One network of the estimate, in eval mode, with Dropout masks drawn per input and
+    BatchNorm statistics frozen from the reference batch (``fit_batchnorm``)."""
+
+    def __init__(self, arch: Serial, input_shape: Shape, width: int, seed: int, device: torch.device,
+                 dtype: torch.dtype, layout: Layout | None = None) -> None:
+        net = arch.module(input_shape, 1, "ntk", torch.Generator().manual_seed(seed), width=width)
+        for name, module in list(net.named_modules()):
+            if isinstance(module, nn.Dropout):
+                owner, _, attr = name.rpartition(".")
+                setattr(net.get_submodule(owner), attr, MaskedDropout(module.p))
+        self.net = net.to(device=device, dtype=dtype).eval()
+        self.seed, self.device, self.dtype = seed, device, dtype
+        self.params: Params = {k: v.detach() for k, v in self.net.named_parameters()}
+        self.layout = layout or self._probe(input_shape)
+        self.batchnorms = [self.net.get_submodule(name) for name in self.layout.batchnorms]
+        # The readout Dense at the end, whose weights the NNGP term integrates out (module doc).
+        self.head, self.head_params, self.nngp_offset = None, {}, 0.0
+        if arch.layers[-1].readout:
+            last = str(len(self.net) - 1)
+            self.head, self.body = self.net[-1], nn.Sequential(*list(self.net)[:-1])
+            self.head_params = {name: f"{last}.{name}" for name, _ in self.head.named_parameters()}
+            self.nngp_offset = self.head.b_scale ** 2
+
+    def _probe(self, input_shape: Shape) -> Layout:
+        """The Dropout masks and the BatchNorm layers in the order the forward pass calls them,
+        from one forward pass of a zero input; the same for every network of one estimate."""
+        dropouts, batchnorms, handles = [], [], []
+        for name, module in self.net.named_modules():
+            if isinstance(module, MaskedDropout):
+                handles.append(module.register_forward_pre_hook(
+                    lambda m, args, name=name: dropouts.append((f"{name}.mask", m.rate, tuple(args[0].shape[1:])))))
+            elif isinstance(module, _BatchNorm):
+                handles.append(module.register_forward_pre_hook(lambda m, args, name=name: batchnorms.append(name)))
+        try:
+            with torch.no_grad():
+                self.net(torch.zeros(1, *input_shape, device=self.device, dtype=self.dtype))
+        finally:
+            for handle in handles:
+                handle.remove()
+        return Layout(tuple(dropouts), tuple(batchnorms))
+
+    def block_size(self) -> int:
+        n_params = sum(v.numel() for v in self.params.values())
+        return max(1, JACOBIAN_BYTES // (n_params * self.dtype.itemsize))
+
+    def masks(self, input_set: int, start: int, stop: int) -> Params:
+        """The Dropout masks of inputs start..stop−1 of ``input_set`` (1: x1, 2: x2), each drawn
+        from its own generator seeded by (this sample's seed, input_set, index)."""
+        if not self.layout.dropouts:
+            return {}
+        drawn = []
+        for index in range(start, stop):
+            generator = torch.Generator().manual_seed(_mix(self.seed, input_set, index))
+            drawn.append([torch.empty(shape, dtype=torch.float64).bernoulli_(1 - rate, generator=generator) / (1 - rate)
+                          for _, rate, shape in self.layout.dropouts])
+        return {name: torch.stack([masks[i] for masks in drawn]).to(self.device, self.dtype)
+                for i, (name, _, _) in enumerate(self.layout.dropouts)}
+
+    def forward(self, x: Tensor, input_set: int, start: int) -> Tensor:
+        """f(x) for the batch x = inputs start.. of ``input_set``, (len(x), 1)."""
+        return functional_call(self.net, {**self.params, **self.masks(input_set, start, start + len(x))}, (x,))
+
+    def features_and_gradients(self, x: Tensor, input_set: int, start: int) -> tuple[Tensor, Params]:
+        """φ(x_i) with φ(x)·φ(x') + ``nngp_offset`` the sample's NNGP term (w_std/√d · h(x), or
+        f(x) itself when the network does not end in its readout; see the module doc), (len(x), D),
+        and ∂f(x_i)/∂θ per parameter tensor, (len(x), *shape). Each input alone (``vmap`` of
+        ``grad``), so no input sees another."""
+        head, head_names = self.head, set(self.head_params.values())
+
+        def f(params: Params, masks: Params, xi: Tensor) -> tuple[Tensor, Tensor]:
+            if head is None:
+                out = functional_call(self.net, {**params, **masks}, (xi[None],))[0]
+                return out[0], out
+            body = {k: v for k, v in params.items() if k not in head_names}
+            h = functional_call(self.body, {**body, **masks}, (xi[None],))
+            out = functional_call(head, {k: params[name] for k, name in self.head_params.items()}, (h,))
+            return out[0, 0], h[0] * head.w_scale
+
+        masks = self.masks(input_set, start, start + len(x))
+        grads, (_, phi) = vmap(grad_and_value(f, has_aux=True), in_dims=(None, 0, 0))(self.params, masks, x)
+        return phi, grads
+
+    def fit_batchnorm(self, x_ref: Tensor, input_set: int, block: int) -> None:
+        """Freeze each BatchNorm's running statistics to the per-channel mean and biased variance
+        of its input over the reference batch x_ref, as training normalizes: in eval mode the
+        network then computes exactly the train-mode forward pass of x_ref.
+
+        A reference batch of one block takes one pass, each layer frozen as the pass reaches it.
+        Otherwise layer by layer: a pass over the blocks gathers one layer's statistics (merged
+        across blocks), with the earlier layers already frozen, and stops at that layer."""
+        if not self.batchnorms:
+            return
+        with torch.no_grad():
+            if len(x_ref) <= block:
+                handles = [bn.register_forward_pre_hook(lambda m, args: _freeze(m, _Moments().add(*_channel_moments(args[0]))))
+                           for bn in self.batchnorms]
+                try:
+                    self.forward(x_ref, input_set, 0)
+                finally:
+                    for handle in handles:
+                        handle.remove()
+                return
+            for bn in self.batchnorms:
+                moments = _Moments()
+
+                def gather(module: nn.Module, args: tuple[Tensor, ...], moments: _Moments = moments) -> None:
+                    moments.add(*_channel_moments(args[0]))
+                    raise _Gathered  # the rest of the network waits for this layer's statistics
+
+                handle = bn.register_forward_pre_hook(gather)
+                try:
+                    for start in range(0, len(x_ref), block):
+                        try:
+                            self.forward(x_ref[start:start + block], input_set, start)
+                        except _Gathered:
+                            pass
+                finally:
+                    handle.remove()
+                _freeze(bn, moments)
+
+
+class _Gathered(Exception):
+    """Ends a statistics pass at the BatchNorm layer being fitted (``fit_batchnorm``)."""
+
+
+def _channel_moments(x: Tensor) -> tuple[Tensor, Tensor, int]:
+    """Per-channel mean, sum of squared deviations and count over the batch and positions."""
+    t = x.transpose(0, 1).reshape(x.shape[1], -1)
+    mean = t.mean(1)
+    return mean, (t - mean[:, None]).square().sum(1), t.shape[1]
+
+
+def _freeze(bn: _BatchNorm, moments: _Moments) -> None:
+    if moments.n < 2:
+        raise ValueError("BatchNorm needs more than one value per channel in the reference batch "
+                         f"(as in training); got {moments.n}: pass more training inputs")
+    bn.running_mean.copy_(moments.mean)
+    bn.running_var.copy_(moments.m2 / moments.n)
+
+
+def sample_kernel(network: SampledNetwork, x1: Tensor, x2: Tensor, symmetric: bool,
+                  block: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One network's NNGP term (f(x1) f(x2)ᵀ, or its expectation over the readout: module doc)
+    and J(x1) J(x2)ᵀ, (N1, N2) each, and the NNGP term's self terms k(x, x) of x1 and x2. Block by block over inputs: a block of x1's
+    gradients is held while x2's blocks are computed against it (for the symmetric kernel, only
+    the upper blocks, mirrored), so memory stays at two blocks of gradients."""
+    n1, n2 = len(x1), len(x2)
+    nngp, ntk = x1.new_empty(n1, n2), x1.new_empty(n1, n2)
+    diag1 = x1.new_empty(n1)
+    diag2 = diag1 if symmetric else x1.new_empty(n2)
+    set2 = 1 if symmetric else 2
+    for i in range(0, n1, block):
+        phi_i, grads_i = network.features_and_gradients(x1[i:i + block], 1, i)
+        diag1[i:i + block] = phi_i.square().sum(1) + network.nngp_offset
+        for j in range(i if symmetric else 0, n2, block):
+            signals.check()
+            same = symmetric and j == i
+            phi_j, grads_j = (phi_i, grads_i) if same else network.features_and_gradients(x2[j:j + block], set2, j)
+            if not symmetric and i == 0:
+                diag2[j:j + block] = phi_j.square().sum(1) + network.nngp_offset
+            pair_nngp = phi_i @ phi_j.T + network.nngp_offset
+            pair_ntk = sum(a.flatten(1) @ b.flatten(1).T for a, b in zip(grads_i.values(), grads_j.values()))
+            if same:  # a block with itself: exactly symmetric, its diagonal the self terms
+                pair_nngp = (pair_nngp + pair_nngp.T) / 2
+                pair_nngp.diagonal().copy_(diag1[i:i + block])
+                pair_ntk = (pair_ntk + pair_ntk.T) / 2
+            nngp[i:i + block, j:j + block], ntk[i:i + block, j:j + block] = pair_nngp, pair_ntk
+            if symmetric and not same:
+                nngp[j:j + block, i:i + block], ntk[j:j + block, i:i + block] = pair_nngp.T, pair_ntk.T
+    return nngp, ntk, diag1, diag2
+
+
+class _Moments:
+    """Count, mean and sum of squared deviations m2 of a stream of batches, merged as Chan et
+    al. (1979): n = na + nb, δ = mean_b − mean_a, mean = mean_a + δ·nb/n,
+    m2 = m2_a + m2_b + δ²·na·nb/n. A single sample is a batch of one with m2 = 0 (Welford's
+    update). Elementwise, so a symmetric stream keeps a symmetric mean."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean: Tensor | None = None
+        self.m2: Tensor | None = None
+
+    def add(self, mean: Tensor, m2: Tensor | None = None, n: int = 1) -> _Moments:
+        if self.mean is None:
+            self.n, self.mean = n, mean.clone()
+            self.m2 = torch.zeros_like(mean) if m2 is None else m2.clone()
+            return self
+        total = self.n + n
+        delta = mean - self.mean
+        self.mean += delta * (n / total)
+        self.m2 += delta.square() * (self.n * n / total)
+        if m2 is not None:
+            self.m2 += m2
+        self.n = total
+        return self
+
+    def standard_error(self) -> Tensor:
+        """√(m2 / (n − 1)) / √n: the sample standard deviation of the mean."""
+        return (self.m2 / (self.n * (self.n - 1))).sqrt()
+
+
+def _mix(*values: int) -> int:
+    """A 62-bit seed from integers (BLAKE2b), for generators keyed by (sample, input set, index)."""
+    digest = hashlib.blake2b(",".join(map(str, values)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % SEED_RANGE
