@@ -26,23 +26,26 @@ Where the exact kernel does not exist this is the kernel; the finite-only layers
 training:
 
 - ``BatchNorm``: per-channel mean and (biased) variance of the *reference batch*, the training
-  inputs (x2; x1 for the symmetric train kernel), as one train-mode forward pass computes them;
-  they are then held fixed while f and J are computed for every input, so an entry depends only
-  on its two inputs and the reference batch, never on how the inputs are blocked. J does not
-  differentiate through the statistics: it is the Jacobian of the network whose normalization
-  constants are the reference batch's (γ and β are parameters and are differentiated).
-- ``Dropout``: train mode, an independent mask per input, as ``stax.Dropout(mode="train")`` and as
-  each input sees in a training step. In the symmetric kernel an input is paired with itself under
-  one mask, so the diagonal carries the dropout noise (the 1/(1 − rate) diagonal boost of the
-  limit) and the off-diagonal entries do not; between x1 and a given x2 all masks are independent.
-  Eval mode would make Dropout the identity, whose kernel ``method="exact"`` already gives
-  without the layer; a user who asks for Dropout's kernel wants its noise.
+  inputs (``reference``; by default x2, or x1 for the symmetric train kernel), as one train-mode
+  forward pass computes them; they are then held fixed while f and J are computed for every
+  input, so an entry depends only on its two inputs and the reference batch, never on how the
+  inputs are blocked. J does not differentiate through the statistics: it is the Jacobian of the
+  network whose normalization constants are the reference batch's (γ and β are parameters and
+  are differentiated).
+- ``Dropout``: train mode, a mask per input, as each input sees in a training step and as
+  ``stax.Dropout(mode="train")``: an input paired with itself meets one mask, so the diagonal
+  carries the dropout noise (the 1/(1 − rate) boost of the limit), and two different inputs meet
+  independent masks. The mask is keyed by the sample and the input's values, so an input meets
+  the same mask in every block and every call: a kernel assembled from blocks (train blocks,
+  test rows against the train set) is the kernel computed at once, and stays positive
+  semi-definite. Eval mode would make Dropout the identity, whose kernel ``method="exact"``
+  already gives without the layer; a user who asks for Dropout's kernel wants its noise.
 - ``MaxPool``: the plain maximum; its (sub)gradient flows to the maximal entry.
 
 Reproducible: a generator seeded with ``seed`` draws one seed per sample, which draws that
-sample's network and its Dropout masks (per input, from the sample's seed and the input's
-index), so the first S samples of a larger run are this run's S, and no value depends on the
-blocking over inputs beyond rounding in the matrix products.
+sample's network and, with the input's key, its Dropout masks; so the first S samples of a
+larger run are this run's S, and no value depends on the blocking over inputs beyond rounding
+in the matrix products.
 """
 
 from __future__ import annotations
@@ -67,13 +70,16 @@ Params = dict[str, Tensor]
 
 
 def monte_carlo_kernel(arch: Serial, x1: Tensor, x2: Tensor | None = None, *, n_samples: int = 64, width: int = 512,
-                       seed: int = 0, dtype: torch.dtype = torch.float64, block_size: int | None = None) -> Kernel:
+                       seed: int = 0, dtype: torch.dtype = torch.float64, block_size: int | None = None,
+                       reference: Tensor | None = None) -> Kernel:
     """Monte Carlo NNGP and NTK of ``arch`` between the rows of ``x1`` and ``x2`` (module doc).
 
     Averages ``n_samples`` networks of hidden width ``width`` drawn from ``seed``, computed in
     ``dtype`` on x1's device, ``block_size`` inputs at a time (default: as many as keep one
     block of gradients near ``JACOBIAN_BYTES``). ``x2=None`` (or ``x2 is x1``) is the symmetric
-    train kernel, exactly symmetric. Returns a ``Kernel`` with nngp, ntk (N1, N2), their standard
+    train kernel, exactly symmetric. ``reference`` is the batch whose statistics BatchNorm uses
+    (default x2, or x1 when symmetric): pass the whole training set when computing its kernel in
+    blocks. Returns a ``Kernel`` with nngp, ntk (N1, N2), their standard
     errors nngp_se, ntk_se (N1, N2), and cov1, cov2: the NNGP diagonals k(x, x) estimated the
     same way.
     """
@@ -83,18 +89,28 @@ def monte_carlo_kernel(arch: Serial, x1: Tensor, x2: Tensor | None = None, *, n_
     x2 = x1 if symmetric else arch._check_input(x2, "x2").to(device=x1.device, dtype=dtype)
     if x2.shape[1:] != x1.shape[1:]:
         raise ValueError(f"x1 and x2 must have the same per-sample shape, got {tuple(x1.shape[1:])} and {tuple(x2.shape[1:])}")
+    if reference is None:
+        reference = x2
+    else:
+        reference = arch._check_input(reference, "reference").to(device=x1.device, dtype=dtype)
+        if reference.shape[1:] != x1.shape[1:]:
+            raise ValueError(f"reference must have the inputs' per-sample shape {tuple(x1.shape[1:])}, "
+                             f"got {tuple(reference.shape[1:])}")
     input_shape = tuple(x1.shape[1:])
     arch.output(input_shape)  # a shape mismatch names its layer here
     seeds = torch.randint(SEED_RANGE, (n_samples,), generator=torch.Generator().manual_seed(seed)).tolist()
     nngp, ntk, cov1, cov2 = _Moments(), _Moments(), _Moments(), _Moments()
-    layout = None
+    layout, keys1, keys2, keys_ref = None, None, None, None
     for sample_seed in progress.steps(seeds, "Monte Carlo samples"):
         signals.check()
         network = SampledNetwork(arch, input_shape, width, sample_seed, x1.device, dtype, layout)
+        if layout is None and network.layout.dropouts:  # Dropout masks follow the inputs' keys
+            keys = {id(x): input_keys(x) for x in {id(x): x for x in (x1, x2, reference)}.values()}
+            keys1, keys2, keys_ref = keys[id(x1)], keys[id(x2)], keys[id(reference)]
         layout = network.layout
         block = block_size or network.block_size()
-        network.fit_batchnorm(x2, 1 if symmetric else 2, block)
-        k_nngp, k_ntk, diag1, diag2 = sample_kernel(network, x1, x2, symmetric, block)
+        network.fit_batchnorm(reference, keys_ref, block)
+        k_nngp, k_ntk, diag1, diag2 = sample_kernel(network, x1, x2, keys1, keys2, symmetric, block)
         nngp.add(k_nngp)
         ntk.add(k_ntk)
         cov1.add(diag1)
@@ -192,24 +208,24 @@ class SampledNetwork:
         n_params = sum(v.numel() for v in self.params.values())
         return max(1, JACOBIAN_BYTES // (n_params * self.dtype.itemsize))
 
-    def masks(self, input_set: int, start: int, stop: int) -> Params:
-        """The Dropout masks of inputs start..stop−1 of ``input_set`` (1: x1, 2: x2), each drawn
-        from its own generator seeded by (this sample's seed, input_set, index)."""
+    def masks(self, keys: list[int] | None) -> Params:
+        """The Dropout masks of a batch of inputs with ``keys`` (``input_keys``), each drawn from
+        its own generator seeded by (this sample's seed, the input's key)."""
         if not self.layout.dropouts:
             return {}
         drawn = []
-        for index in range(start, stop):
-            generator = torch.Generator().manual_seed(_mix(self.seed, input_set, index))
+        for key in keys:
+            generator = torch.Generator().manual_seed(_mix(self.seed, key))
             drawn.append([torch.empty(shape, dtype=torch.float64).bernoulli_(1 - rate, generator=generator) / (1 - rate)
                           for _, rate, shape in self.layout.dropouts])
         return {name: torch.stack([masks[i] for masks in drawn]).to(self.device, self.dtype)
                 for i, (name, _, _) in enumerate(self.layout.dropouts)}
 
-    def forward(self, x: Tensor, input_set: int, start: int) -> Tensor:
-        """f(x) for the batch x = inputs start.. of ``input_set``, (len(x), 1)."""
-        return functional_call(self.net, {**self.params, **self.masks(input_set, start, start + len(x))}, (x,))
+    def forward(self, x: Tensor, keys: list[int] | None) -> Tensor:
+        """f(x) for a batch of inputs with ``keys`` (None without Dropout), (len(x), 1)."""
+        return functional_call(self.net, {**self.params, **self.masks(keys)}, (x,))
 
-    def features_and_gradients(self, x: Tensor, input_set: int, start: int) -> tuple[Tensor, Params]:
+    def features_and_gradients(self, x: Tensor, keys: list[int] | None) -> tuple[Tensor, Params]:
         """φ(x_i) with φ(x)·φ(x') + ``nngp_offset`` the sample's NNGP term (w_std/√d · h(x), or
         f(x) itself when the network does not end in its readout; see the module doc), (len(x), D),
         and ∂f(x_i)/∂θ per parameter tensor, (len(x), *shape). Each input alone (``vmap`` of
@@ -225,11 +241,11 @@ class SampledNetwork:
             out = functional_call(head, {k: params[name] for k, name in self.head_params.items()}, (h,))
             return out[0, 0], h[0] * head.w_scale
 
-        masks = self.masks(input_set, start, start + len(x))
+        masks = self.masks(keys)
         grads, (_, phi) = vmap(grad_and_value(f, has_aux=True), in_dims=(None, 0, 0))(self.params, masks, x)
         return phi, grads
 
-    def fit_batchnorm(self, x_ref: Tensor, input_set: int, block: int) -> None:
+    def fit_batchnorm(self, x_ref: Tensor, keys: list[int] | None, block: int) -> None:
         """Freeze each BatchNorm's running statistics to the per-channel mean and biased variance
         of its input over the reference batch x_ref, as training normalizes: in eval mode the
         network then computes exactly the train-mode forward pass of x_ref.
@@ -244,7 +260,7 @@ class SampledNetwork:
                 handles = [bn.register_forward_pre_hook(lambda m, args: _freeze(m, _Moments().add(*_channel_moments(args[0]))))
                            for bn in self.batchnorms]
                 try:
-                    self.forward(x_ref, input_set, 0)
+                    self.forward(x_ref, keys)
                 finally:
                     for handle in handles:
                         handle.remove()
@@ -260,7 +276,7 @@ class SampledNetwork:
                 try:
                     for start in range(0, len(x_ref), block):
                         try:
-                            self.forward(x_ref[start:start + block], input_set, start)
+                            self.forward(x_ref[start:start + block], _part(keys, start, block))
                         except _Gathered:
                             pass
                 finally:
@@ -287,8 +303,8 @@ def _freeze(bn: _BatchNorm, moments: _Moments) -> None:
     bn.running_var.copy_(moments.m2 / moments.n)
 
 
-def sample_kernel(network: SampledNetwork, x1: Tensor, x2: Tensor, symmetric: bool,
-                  block: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def sample_kernel(network: SampledNetwork, x1: Tensor, x2: Tensor, keys1: list[int] | None, keys2: list[int] | None,
+                  symmetric: bool, block: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One network's NNGP term (f(x1) f(x2)ᵀ, or its expectation over the readout: module doc)
     and J(x1) J(x2)ᵀ, (N1, N2) each, and the NNGP term's self terms k(x, x) of x1 and x2. Block by block over inputs: a block of x1's
     gradients is held while x2's blocks are computed against it (for the symmetric kernel, only
@@ -297,14 +313,14 @@ def sample_kernel(network: SampledNetwork, x1: Tensor, x2: Tensor, symmetric: bo
     nngp, ntk = x1.new_empty(n1, n2), x1.new_empty(n1, n2)
     diag1 = x1.new_empty(n1)
     diag2 = diag1 if symmetric else x1.new_empty(n2)
-    set2 = 1 if symmetric else 2
     for i in range(0, n1, block):
-        phi_i, grads_i = network.features_and_gradients(x1[i:i + block], 1, i)
+        phi_i, grads_i = network.features_and_gradients(x1[i:i + block], _part(keys1, i, block))
         diag1[i:i + block] = phi_i.square().sum(1) + network.nngp_offset
         for j in range(i if symmetric else 0, n2, block):
             signals.check()
             same = symmetric and j == i
-            phi_j, grads_j = (phi_i, grads_i) if same else network.features_and_gradients(x2[j:j + block], set2, j)
+            phi_j, grads_j = (phi_i, grads_i) if same else network.features_and_gradients(
+                x2[j:j + block], _part(keys2, j, block))
             if not symmetric and i == 0:
                 diag2[j:j + block] = phi_j.square().sum(1) + network.nngp_offset
             pair_nngp = phi_i @ phi_j.T + network.nngp_offset
@@ -349,7 +365,19 @@ class _Moments:
         return (self.m2 / (self.n * (self.n - 1))).sqrt()
 
 
+def _part(keys: list[int] | None, start: int, block: int) -> list[int] | None:
+    return None if keys is None else keys[start:start + block]
+
+
+def input_keys(x: Tensor) -> list[int]:
+    """A 62-bit key per input from its values (BLAKE2b of its bytes in the working dtype): equal
+    inputs share it, so they meet the same Dropout masks in any block or call."""
+    rows = x.detach().cpu().contiguous()
+    return [int.from_bytes(hashlib.blake2b(row.numpy().tobytes(), digest_size=8).digest(), "little") % SEED_RANGE
+            for row in rows]
+
+
 def _mix(*values: int) -> int:
-    """A 62-bit seed from integers (BLAKE2b), for generators keyed by (sample, input set, index)."""
+    """A 62-bit seed from integers (BLAKE2b), for generators keyed by (sample seed, input key)."""
     digest = hashlib.blake2b(",".join(map(str, values)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") % SEED_RANGE

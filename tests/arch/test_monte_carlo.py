@@ -203,7 +203,7 @@ def test_one_network_gives_the_empirical_kernels():
     within 4·√(2/8192) = 0.06 (the readout's own noise)."""
     x, width, seed = X_VEC, 64, 7
     network = SampledNetwork(_fc(1), (5,), width, seed, x.device, torch.float64)
-    nngp, ntk, diag, _ = sample_kernel(network, x, x, True, 4)  # blocks of 4: a diagonal and an off-diagonal block
+    nngp, ntk, diag, _ = sample_kernel(network, x, x, None, None, True, 4)  # blocks of 4: a diagonal and an off-diagonal block
     assert _rel(ntk, empirical_ntk(_fc(width), x, seed)) < 1e-12
     assert torch.equal(diag, nngp.diagonal())
     many = _fc(1).module((5,), 8192, generator=torch.Generator().manual_seed(seed), width=width).double()
@@ -251,8 +251,8 @@ def test_batchnorm_uses_the_reference_batch_statistics_frozen():
         with torch.no_grad():
             expected = train_mode.train()(x)
         network.net.eval()
-        network.fit_batchnorm(x, 1, block)
-        assert _rel(network.forward(x, 1, 0), expected) < 1e-12
+        network.fit_batchnorm(x, None, block)
+        assert _rel(network.forward(x, None), expected) < 1e-12
     k = monte_carlo_kernel(BN_MAXPOOL, x, n_samples=3, width=8)
     blocked = monte_carlo_kernel(BN_MAXPOOL, x, n_samples=3, width=8, block_size=2)
     rows = monte_carlo_kernel(BN_MAXPOOL, x[:3].clone(), x, n_samples=3, width=8)  # test rows against training x
@@ -272,8 +272,7 @@ def test_dropout_is_train_mode_with_a_mask_per_input():
 
     64 networks of width 4096 (one hidden layer on 5 inputs: cheap): standard error ~0.01 of the
     kernel, errors seen ≤ 0.012. Bounds: within 0.05 of that, and more than 0.5 away from the
-    eval-mode kernel, whose diagonal is half of it (a relative difference of 1). Asked for against another batch,
-    even an equal one, every mask is independent."""
+    eval-mode kernel, whose diagonal is half of it (a relative difference of 1)."""
     x = X_VEC
     base = serial(Dense(1, 1.4, 0.1), ReLU(), Dense(1, 1.4, 0.1)).kernel(x)
     k = monte_carlo_kernel(DROPOUT, x, n_samples=64, width=4096)
@@ -283,8 +282,23 @@ def test_dropout_is_train_mode_with_a_mask_per_input():
     assert _rel(k.nngp[off], base.nngp[off]) < 0.05 and _rel(k.ntk[off], base.ntk[off]) < 0.05
     assert _rel(k.nngp.diagonal(), nngp_diag) < 0.05 and _rel(k.ntk.diagonal(), ntk_diag) < 0.05
     assert _rel(k.nngp.diagonal(), base.nngp.diagonal()) > 0.5
-    cross = monte_carlo_kernel(DROPOUT, x, x.clone(), n_samples=64, width=4096)
-    assert _rel(cross.nngp.diagonal(), base.nngp.diagonal()) < 0.05
+
+
+@pytest.mark.parametrize("arch, x", [(DROPOUT, X_VEC), (serial(Conv(1, 3), BatchNorm(), ReLU(), Dropout(0.3), Flatten(),
+                                                             Dense(1)), _randn(6, 2, 4, 4))],
+                         ids=["dropout", "batchnorm-dropout"])
+def test_kernel_assembled_from_blocks_is_the_kernel_at_once(arch, x):
+    """Blocks of the train kernel and test rows against the training set, each its own call (the
+    training set as the BatchNorm reference), give the entries of the kernel computed at once:
+    an input meets the same Dropout masks wherever it appears, even as a copy (1e-12 relative)."""
+    def mc(*xs, **kw):
+        return monte_carlo_kernel(arch, *xs, n_samples=3, width=8, reference=x, **kw)
+
+    whole = mc(x)
+    for part, expected in [(mc(x[:2]), whole.ntk[:2, :2]), (mc(x[:2], x[2:]), whole.ntk[:2, 2:]),
+                           (mc(x, x.clone()), whole.ntk), (mc(x, block_size=4), whole.ntk)]:
+        assert _rel(part.ntk, expected) < 1e-12
+    assert _rel(mc(x[3:], x).nngp, whole.nngp[3:]) < 1e-12
 
 
 @pytest.mark.parametrize("options, message", [
@@ -294,6 +308,7 @@ def test_dropout_is_train_mode_with_a_mask_per_input():
     ({"seed": -1}, r"seed must be an int in \[0, 2\*\*63\)"),
     ({"dtype": torch.int64}, "dtype must be a floating-point torch.dtype"),
     ({"block_size": 0}, "block_size must be a positive int or None"),
+    ({"reference": _randn(3, 4)}, r"reference must have the inputs' per-sample shape \(5,\), got \(4,\)"),
 ])
 def test_bad_options_raise_one_line(options, message):
     with pytest.raises(ValueError, match=message) as info:
