@@ -88,7 +88,8 @@ def monte_carlo_kernel(arch: Serial, x1: Tensor, x2: Tensor | None = None, *, n_
     x1 = arch._check_input(x1, "x1").to(dtype)
     x2 = x1 if symmetric else arch._check_input(x2, "x2").to(device=x1.device, dtype=dtype)
     if x2.shape[1:] != x1.shape[1:]:
-        raise ValueError(f"x1 and x2 must have the same per-sample shape, got {tuple(x1.shape[1:])} and {tuple(x2.shape[1:])}")
+        raise ValueError(f"x1 and x2 must have the same per-sample shape, got {tuple(x1.shape[1:])} "
+                         f"and {tuple(x2.shape[1:])}")
     if reference is None:
         reference = x2
     else:
@@ -257,8 +258,10 @@ class SampledNetwork:
             return
         with torch.no_grad():
             if len(x_ref) <= block:
-                handles = [bn.register_forward_pre_hook(lambda m, args: _freeze(m, _Moments().add(*_channel_moments(args[0]))))
-                           for bn in self.batchnorms]
+                def freeze(module: _BatchNorm, args: tuple[Tensor, ...]) -> None:
+                    _freeze(module, _Moments().add(*_channel_moments(args[0])))
+
+                handles = [bn.register_forward_pre_hook(freeze) for bn in self.batchnorms]
                 try:
                     self.forward(x_ref, keys)
                 finally:
@@ -306,9 +309,11 @@ def _freeze(bn: _BatchNorm, moments: _Moments) -> None:
 def sample_kernel(network: SampledNetwork, x1: Tensor, x2: Tensor, keys1: list[int] | None, keys2: list[int] | None,
                   symmetric: bool, block: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One network's NNGP term (f(x1) f(x2)ᵀ, or its expectation over the readout: module doc)
-    and J(x1) J(x2)ᵀ, (N1, N2) each, and the NNGP term's self terms k(x, x) of x1 and x2. Block by block over inputs: a block of x1's
-    gradients is held while x2's blocks are computed against it (for the symmetric kernel, only
-    the upper blocks, mirrored), so memory stays at two blocks of gradients."""
+    and J(x1) J(x2)ᵀ, (N1, N2) each, and the NNGP term's self terms k(x, x) of x1 and x2.
+    ``keys1``, ``keys2``: the inputs' keys for Dropout masks (``input_keys``; None without it).
+    Block by block over inputs: a block of x1's gradients is held while x2's blocks are computed
+    against it (for the symmetric kernel, only the upper blocks, mirrored), so memory stays at
+    two blocks of gradients."""
     n1, n2 = len(x1), len(x2)
     nngp, ntk = x1.new_empty(n1, n2), x1.new_empty(n1, n2)
     diag1 = x1.new_empty(n1)

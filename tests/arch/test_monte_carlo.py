@@ -203,7 +203,7 @@ def test_one_network_gives_the_empirical_kernels():
     within 4·√(2/8192) = 0.06 (the readout's own noise)."""
     x, width, seed = X_VEC, 64, 7
     network = SampledNetwork(_fc(1), (5,), width, seed, x.device, torch.float64)
-    nngp, ntk, diag, _ = sample_kernel(network, x, x, None, None, True, 4)  # blocks of 4: a diagonal and an off-diagonal block
+    nngp, ntk, diag, _ = sample_kernel(network, x, x, None, None, True, 4)  # a diagonal and an off-diagonal block
     assert _rel(ntk, empirical_ntk(_fc(width), x, seed)) < 1e-12
     assert torch.equal(diag, nngp.diagonal())
     many = _fc(1).module((5,), 8192, generator=torch.Generator().manual_seed(seed), width=width).double()
