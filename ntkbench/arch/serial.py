@@ -114,7 +114,7 @@ class Serial:
 
     def kernel(self, x1: torch.Tensor, x2: torch.Tensor | None = None, *, dtype: torch.dtype = torch.float64,
                block_size: int | None = None, fused: bool | None = None, method: str = "exact",
-               n_samples: int = 64, width: int = 512, seed: int = 0) -> Kernel:
+               n_samples: int = 64, width: int = 512, seed: int = 0, reference: torch.Tensor | None = None) -> Kernel:
         """Infinite-width NNGP and NTK of the network between rows of ``x1`` and ``x2``.
 
         ``method="exact"`` (the default) computes them in closed form (or by quadrature for
@@ -129,12 +129,14 @@ class Serial:
 
         ``method="monte_carlo"`` averages the empirical NNGP and NTK of ``n_samples`` finite
         networks of hidden width ``width`` drawn from ``seed`` (``arch.monte_carlo``), for any
-        network; the result carries per-entry standard errors.
+        network; the result carries per-entry standard errors. ``reference`` is the batch whose
+        statistics BatchNorm uses (default x2, or x1 for the symmetric kernel).
         """
         if method == "monte_carlo":
             from ntkbench.arch.monte_carlo import monte_carlo_kernel
 
-            return monte_carlo_kernel(self, x1, x2, n_samples=n_samples, width=width, seed=seed, dtype=dtype)
+            return monte_carlo_kernel(self, x1, x2, n_samples=n_samples, width=width, seed=seed, dtype=dtype,
+                                      block_size=block_size, reference=reference)
         if method != "exact":
             raise ValueError(f"method must be 'exact' or 'monte_carlo', got {method!r}")
         symmetric = x2 is None or x2 is x1

@@ -4,8 +4,9 @@ network is refused before any run with one line."""
 
 import pytest
 
-from ntkbench import methods, runner
-from ntkbench.arch import get
+from ntkbench import methods, runner, tasks
+from ntkbench.methods.base import RunContext
+from ntkbench.arch import BatchNorm, Dense, Flatten, ReLU, get, serial
 from ntkbench.leaderboard.ranking import Result, aggregate
 
 SMALL = {"task.n_train": 60, "task.n_test": 40, "arch.depth": 1, "arch.width": 16}
@@ -39,3 +40,20 @@ def test_a_method_that_cannot_cover_the_network_fails_before_any_run():
                    quiet=True)
     with pytest.raises(ValueError, match=r"ntk.mc_samples must be"):
         methods.get("ntk", get("mlp"), mc_samples=1)
+
+
+def test_a_network_without_a_closed_form_runs_by_monte_carlo_and_says_so():
+    arch = serial(Flatten(), Dense(16), BatchNorm(), ReLU(), Dense(1))
+    ntk = methods.resolved(methods.get("ntk", arch, mc_samples=4, mc_width=32), (64,))
+    assert ntk.kernel_method == "monte_carlo"
+    data = tasks.get("digits", n_train=60, n_test=40)
+    (x, y), (xt, yt) = data.train, data.test
+    ctx = RunContext()
+    predictor = ntk.fit(x, y, data.num_classes, ctx)
+    assert ctx.params["kernel_method"] == "monte_carlo" and 0 < ctx.metrics["kernel_mc_relative_se"] < 1
+    accuracy = float((predictor.predict(xt).argmax(1) == yt).float().mean())
+    assert accuracy > 0.5  # 10 classes: chance is 0.1; 4 networks of width 32 already separate digits
+    (row,) = aggregate([Result(r, "local") for r in runner.run(
+        "digits", "nngp", "mlp", options={**SMALL, "nngp.kernel_method": "monte_carlo", "nngp.mc_samples": 3,
+                                          "nngp.mc_width": 16}, track=False, quiet=True)])
+    assert "nngp.kernel_method=monte_carlo nngp.mc_samples=3 nngp.mc_width=16" in row.label
