@@ -90,7 +90,8 @@ def test_ntk_parameterization_draws_unit_normals_and_scales_in_forward():
 
 @pytest.mark.parametrize("name", list_archs())
 def test_every_named_architecture_builds_a_module_and_a_kernel(name):
-    arch = get(name, **({"channels": 4} if "myrtle" in name or name == "cnn" else {"width": 8}))
+    small = {"wrn": {"depth": 10, "widen": 1}, "resnet": {"width": 2}}
+    arch = get(name, **small.get(name, {"channels": 4} if "myrtle" in name or name == "cnn" else {"width": 8}))
     x = _x((1, 8, 8), 3)
     assert arch.module((1, 8, 8), 10)(x.float()).shape == (3, 10)
     k = arch.kernel(x)
