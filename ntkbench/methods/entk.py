@@ -20,6 +20,7 @@ from ntkbench.methods.base import (
     memory_budget,
     register_method,
 )
+from ntkbench.methods.batch_statistics import fix_batch_statistics
 from ntkbench.methods.empirical import Linearization, Plan
 from ntkbench.methods.training import TrainOptions, batched, init_network, pretrain
 from ntkbench.solvers import ridge_weights
@@ -59,7 +60,9 @@ class ENTK(TrainOptions):
     memory budget, among the exact two, and the sketch only when ``sketch_dim`` is set; the
     choice and every estimate are logged (``entk_implementation``, ``entk_cost_*``).
 
-    The training options apply to the ``at_epoch`` pretraining. Training uses the largest
+    J is that of the network in evaluation mode, BatchNorm's statistics those of the training
+    inputs in use at θ0 (or θ_k), held fixed (``batch_statistics``). The training options apply
+    to the ``at_epoch`` pretraining. Training uses the largest
     stratified subset within ``memory_budget_gb``, ``time_budget_s`` and ``max_n_train``
     (``fit_budget``): Θ̂ and its factors get 3/4 of the budget, the implementation the rest.
     The time probe runs the chosen implementation; its extrapolation by pair count is
@@ -97,7 +100,8 @@ class ENTK(TrainOptions):
         net, params = init_network(self, x, num_classes)
         params = pretrain(self, net, params, x, labels, num_classes, self.at_epoch, ctx)
         dtype = DTYPES[self.dtype]
-        lin = Linearization(net.to(dtype), {k: v.to(dtype) for k, v in params.items()}, self.kernel, num_classes)
+        # Evaluation mode for the probes below; BatchNorm's statistics are fixed on the inputs chosen.
+        lin = Linearization(net.to(dtype).eval(), {k: v.to(dtype) for k, v in params.items()}, self.kernel, num_classes)
         x = x.to(dtype)
         rows_per_input, itemsize = lin.rows_per_input, dtype.itemsize
         budget = memory_budget(self.memory_budget_gb, x.device)
@@ -112,6 +116,7 @@ class ENTK(TrainOptions):
         x, labels = fit_budget(x, labels, self.max_n_train, self.memory_budget_gb, self.time_budget_s,
                                (x[0].numel() + 4 * rows_per_input) * itemsize,
                                3 * rows_per_input**2 * itemsize / KERNEL_SHARE, probe, self.seed, ctx)
+        fix_batch_statistics(lin.net, lin.params, x)
         working = budget - 3 * (len(x) * rows_per_input) ** 2 * itemsize
         plan = self._plan(replace(sizes, n_inputs=len(x)), working, exclude, ctx)
         f0 = batched(lin.forward, x)

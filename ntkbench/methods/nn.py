@@ -33,12 +33,14 @@ class ForwardPredictor:
 @register_method("nn")
 @dataclass
 class NN(TrainOptions):
-    """f(x; θ) of ``arch.module``, trained from θ0 with the shared loop (see ``TrainOptions``)."""
+    """f(x; θ) of ``arch.module``, trained from θ0 with the shared loop (see ``TrainOptions``) in
+    training mode, and predicting in evaluation mode: BatchNorm with the running statistics of
+    training, Dropout off (``methods.batch_statistics``)."""
 
     def fit(self, x: Tensor, labels: Tensor, num_classes: int, ctx: RunContext | None = None) -> ForwardPredictor:
         check_inputs(x, labels, num_classes)
         net, params = init_network(self, x, num_classes)
         ctx = ctx or RunContext()
         diagnostics = training_diagnostics(net, params, x, labels, num_classes, self, ctx, track_kernel=True)
-        params = train_network(net, params, x, labels, num_classes, self, ctx, on_epoch=diagnostics)
-        return ForwardPredictor(network_forward(net), params)
+        params, buffers = train_network(net, params, x, labels, num_classes, self, ctx, on_epoch=diagnostics)
+        return ForwardPredictor(network_forward(net, buffers), params)

@@ -1,5 +1,7 @@
 """One training loop for every method that trains parameters (``nn``, ``taylor``, and ``entk``
-or ``taylor`` linearized after k epochs). Methods differ only in the forward function."""
+or ``taylor`` linearized after k epochs). Methods differ only in the forward function. Training and
+evaluation modes, and BatchNorm in a linearization: see ``ntkbench.methods.batch_statistics``.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from torch.func import functional_call, grad, jacrev, vmap
 from ntkbench import progress, signals
 from ntkbench.arch import Network, Serial
 from ntkbench.methods.base import AT_EPOCH, NonFiniteError, RunContext, centered_one_hot
+from ntkbench.methods.batch_statistics import BATCH_NORMS, check_evaluation_mode, fix_batch_statistics
 from ntkbench.options import check_range
 
 Params = dict[str, Tensor]
@@ -198,27 +201,44 @@ def train(model: Callable[[Tensor], Tensor], params: Params, x: Tensor, labels: 
 
 
 def train_network(net: Network, params: Params, x: Tensor, labels: Tensor, num_classes: int, opts: TrainOptions,
-                  ctx: RunContext, prefix: str = "", on_epoch: Callable[[int, Params], None] | None = None) -> Params:
-    """``train`` of the network itself from ``params``: the module, bound to fresh leaves."""
+                  ctx: RunContext, prefix: str = "",
+                  on_epoch: Callable[[int, Params], None] | None = None) -> tuple[Params, Params]:
+    """``train`` of the network itself from ``params``: a copy of the module bound to fresh
+    leaves, in training mode (minibatch statistics; running statistics start at mean 0,
+    variance 1 whatever ``net`` holds, and are updated with BatchNorm's momentum). Returns the
+    trained parameters and buffers (the running statistics, for evaluation mode)."""
     leaves = trainable(params, x, opts)
-    return train(bind(net, leaves), leaves, x, labels, num_classes, opts, ctx, prefix, on_epoch)
+    model = bind(net, leaves).train()
+    for norm in (m for m in model.modules() if isinstance(m, BATCH_NORMS)):
+        norm.reset_running_stats()
+    params = train(model, leaves, x, labels, num_classes, opts, ctx, prefix, on_epoch)
+    return params, {k: v.detach().clone() for k, v in model.named_buffers()}
 
 
 def pretrain(opts: TrainOptions, net: Network, params: Params, x: Tensor, labels: Tensor, num_classes: int,
              epochs: int, ctx: RunContext) -> Params:
-    """θ_k: ``epochs`` epochs of ordinary training (their own schedule), logged as ``nn_*``."""
+    """θ_k: ``epochs`` epochs of ordinary training (their own schedule), logged as ``nn_*``.
+    The running statistics of that training are dropped: a linearization fixes its own
+    (``fix_batch_statistics``)."""
     if epochs == 0:
         return params
-    return train_network(net, params, x, labels, num_classes, replace(opts, epochs=epochs), ctx, "nn_")
+    return train_network(net, params, x, labels, num_classes, replace(opts, epochs=epochs), ctx, "nn_")[0]
 
 
-def network_forward(net: Network) -> Forward:
-    return lambda params, x: torch.func.functional_call(net, params, (x,))
+def network_forward(net: Network, buffers: Params | None = None) -> Forward:
+    """θ, x ↦ f(x; θ) of ``net`` in evaluation mode, with ``buffers`` (BatchNorm's running
+    statistics from ``train_network``) in place of the module's own when given."""
+    net.eval()
+    state = buffers or {}
+    return lambda params, x: torch.func.functional_call(net, {**params, **state}, (x,))
 
 
 def per_input_output(net: Network, kernel: str, num_classes: int) -> Callable[[Params, Tensor], Tensor]:
     """θ, x ↦ the network's output on one input x: Σ_c f_c(x; θ)/√C for ``kernel="sum"`` (its
-    gradient is the sum-of-logits feature row), all C outputs for ``kernel="full"``."""
+    gradient is the sum-of-logits feature row), all C outputs for ``kernel="full"``. ``net``
+    must be in evaluation mode where it has BatchNorm (``fix_batch_statistics``)."""
+    check_evaluation_mode(net)
+
     def f(p: Params, xi: Tensor) -> Tensor:
         out = functional_call(net, p, (xi[None],))[0]
         return out.sum() / math.sqrt(num_classes) if kernel == "sum" else out
@@ -259,7 +279,9 @@ def training_diagnostics(net: Network, params0: Params, x: Tensor, labels: Tenso
     - with ``track_kernel``, on the first ``probe_size`` training inputs, the eNTK's relative
       change ``kernel_distance`` = ‖Θ_t − Θ_0‖_F / ‖Θ_0‖_F (Fort et al. 2020) and its centred
       alignment ``kernel_alignment_t`` with the probe's targets (Cortes et al. 2012).
-    Θ is the sum-of-logits eNTK (see ``jacobian``), Σ_p J_p J_pᵀ over the parameter tensors
+    Θ is the sum-of-logits eNTK (see ``jacobian``) of the network in evaluation mode, with
+    BatchNorm's statistics those of the training inputs at θ_t (``fix_batch_statistics``, on a
+    copy of ``net``: training never sees them), Σ_p J_p J_pᵀ over the parameter tensors
     (no concatenated J), in the network's dtype (float32: relative error ~1e-6, far below the
     distances of interest) and returned in float64. A 32-input probe every 20 epochs costs
     about 6% of ``make bench``'s ``nn`` run on digits (median of 6), less on larger data
@@ -272,12 +294,18 @@ def training_diagnostics(net: Network, params0: Params, x: Tensor, labels: Tenso
     norm0 = math.sqrt(sum(float(v.square().sum()) for v in params0.values()))
     probe, targets = x[: opts.probe_size], centered_one_hot(labels[: opts.probe_size], num_classes, torch.float64)
 
-    per_sample = vmap(grad(per_input_output(net, "sum", num_classes)), in_dims=(None, 0))
+    ntk0 = None
+    if track_kernel:
+        net = fix_batch_statistics(copy.deepcopy(net), params0, x)
+        per_sample = vmap(grad(per_input_output(net, "sum", num_classes)), in_dims=(None, 0))
+        batch_norm = any(isinstance(m, BATCH_NORMS) for m in net.modules())
 
-    def ntk(params: Params) -> Tensor:
-        return sum(j.flatten(1) @ j.flatten(1).T for j in per_sample(params, probe).values()).double()
+        def ntk(params: Params) -> Tensor:
+            if batch_norm:
+                fix_batch_statistics(net, params, x)
+            return sum(j.flatten(1) @ j.flatten(1).T for j in per_sample(params, probe).values()).double()
 
-    ntk0 = ntk(params0) if track_kernel else None
+        ntk0 = ntk(params0)
 
     def on_epoch(epoch: int, params: Params) -> None:
         if (epoch + 1) % opts.diagnostics_every and epoch + 1 != opts.epochs:
