@@ -114,3 +114,15 @@ def test_taylor_trained_to_convergence_equals_entk_regression_with_batchnorm():
     entk = methods.get("entk", WRN_BN, seed=1, ridge=1e-10, kernel="full").fit(x, y, 3)
     expected = entk.predict(x_test)
     assert (taylor.predict(x_test) - expected).abs().max() < 1e-4 * expected.abs().max()
+
+
+@pytest.mark.parametrize("name", ["nn", "taylor", "entk"])
+def test_dropout_is_off_in_prediction_and_in_linearizations(name):
+    from ntkbench.arch import Dense, Dropout, ReLU, serial
+
+    arch = serial(Dense(32, 1.4, 0.1), ReLU(), Dropout(0.5), Dense(1, 1.0, 0.1))
+    x, y = torch.randn(40, 5, generator=torch.Generator().manual_seed(0)), torch.arange(40) % 3
+    options = {"ridge": 1e-3} if name == "entk" else {"epochs": 3}
+    predictor = methods.get(name, arch, seed=0, **options).fit(x, y, 3)
+    # dropout on would change every score by O(1); batch sizes change only the rounding
+    torch.testing.assert_close(predictor.predict(x[:7]), predictor.predict(x)[:7], rtol=1e-5, atol=1e-6)
