@@ -40,6 +40,7 @@ from ntkbench.arch import Network
 from ntkbench.methods.training import Params, jacobian
 
 Implementation = Literal["contraction", "ntvp", "sketch"]
+PredictRoute = Literal["jvp", "jacobian"]
 IMPLEMENTATIONS: tuple[Implementation, ...] = ("contraction", "ntvp", "sketch")
 
 
@@ -90,9 +91,14 @@ class Linearization:
         (grads,) = vmap(pull)(cotangents)
         return torch.cat([grads[k].flatten(1) for k in self.params], dim=1)
 
-    def linear(self, x: Tensor, weights: Tensor) -> Tensor:
+    def linear(self, x: Tensor, weights: Tensor, route: PredictRoute = "jvp") -> Tensor:
         """f(x; θ) + J(x) w, (n, C), for weights (P, T): T = C columns sharing the sum-of-logits
-        kernel, or T = 1 column of the full kernel."""
+        kernel, or T = 1 column of the full kernel. ``route="jvp"`` pushes the T columns forward
+        (one jvp each, J never formed); ``"jacobian"`` forms J(x), (n·R, P), and multiplies
+        (see ``predict_route``)."""
+        if route == "jacobian":
+            out = self.forward(x)
+            return out + (self.jacobian(x) @ weights).reshape(out.shape)
         out, pushed = self.jvp(x, weights.T)
         return out + pushed.permute(1, 0, 2).reshape(out.shape)
 
@@ -202,6 +208,21 @@ def estimate(implementation: Implementation, s: Sizes, budget_bytes: float) -> P
     fits = memory(1) <= budget_bytes
     block = _largest(lambda b: memory(b) <= budget_bytes, limit) if fits else 1
     return Plan(implementation, flops(block), memory(block), block, False, fits, m if implementation == "sketch" else None)
+
+
+def predict_route(s: Sizes, columns: int) -> tuple[PredictRoute, float, float]:
+    """How ``Linearization.linear`` computes f(x) + J(x) w for weights of T = ``columns``
+    columns: the route with fewer FLOPs per input, with its FLOPs and bytes per input. The jvp
+    route costs (1 + 2T)·F and holds (1 + 2T)·A numbers; the Jacobian route a forward for
+    f(x), J(x) at (1 + 2R)·F and the product at 2·R·P·T, holding R·P + (R + 1)·A. The sum-of-logits
+    kernel has T = C and R = 1, so with many classes the Jacobian route wins by about C/2
+    (ImageNet's 1000: ~70x measured on WRN-10-1 at 64×64); the full kernel has T = 1 and keeps
+    the jvp."""
+    t, r, f, a, p = columns, s.rows_per_input, s.forward_flops, s.activations, s.n_params
+    jvp_flops, jacobian_flops = (1 + 2 * t) * f, (2 + 2 * r) * f + 2 * r * p * t
+    if jacobian_flops < jvp_flops:
+        return "jacobian", jacobian_flops, (r * p + (r + 1) * a) * s.itemsize
+    return "jvp", jvp_flops, (1 + 2 * t) * a * s.itemsize
 
 
 def choose(s: Sizes, budget_bytes: float, implementation: Literal["auto"] | Implementation = "auto",

@@ -32,16 +32,18 @@ KERNEL_SHARE = 0.75
 
 @dataclass
 class LinearizedPredictor:
-    """f(x) = f(x; θ) + J(x; θ) w, the linearized network's infinite-time solution; one jvp per
-    batch of ``batch_size`` inputs gives both terms, so J is never formed."""
+    """f(x) = f(x; θ) + J(x; θ) w, the linearized network's infinite-time solution, in batches
+    of ``batch_size`` inputs by ``route`` (``empirical.predict_route``): jvps of w's columns,
+    J never formed, or J(x) w."""
 
     lin: Linearization
     weights: Tensor
     batch_size: int
+    route: empirical.PredictRoute = "jvp"
 
     def predict(self, x: Tensor) -> Tensor:
         x = x.to(self.weights.dtype)
-        return batched(lambda chunk: self.lin.linear(chunk, self.weights), x, self.batch_size).float()
+        return batched(lambda chunk: self.lin.linear(chunk, self.weights, self.route), x, self.batch_size).float()
 
 
 @register_method("entk")
@@ -124,9 +126,9 @@ class ENTK(TrainOptions):
         if self.kernel == "full":
             residual = residual.reshape(-1, 1)
         weights = self._weights(lin, x, residual, plan, ctx)
-        # Prediction batches: a jvp of T tangents holds about (1 + 2T)·A numbers per input.
-        per_input = (1 + 2 * weights.shape[1]) * sizes.activations * itemsize
-        return LinearizedPredictor(lin, weights, int(max(1, min(1024, working // per_input))))
+        route, _, per_input = empirical.predict_route(sizes, weights.shape[1])
+        ctx.log_param("entk_predict", route)
+        return LinearizedPredictor(lin, weights, int(max(1, min(1024, working // per_input))), route)
 
     def _plan(self, sizes: empirical.Sizes, working: float, exclude: tuple[str, ...], ctx: RunContext) -> Plan:
         """The implementation's plan for the n_train in use, logged with every estimate."""

@@ -218,3 +218,21 @@ def test_entk_logs_the_implementation_and_every_estimate():
 def test_entk_rejects_contradictory_options_when_built(options, match):
     with pytest.raises(ValueError, match=match):
         methods.get("entk", MLP, **options)
+
+
+@pytest.mark.parametrize("kernel", ["sum", "full"])
+def test_both_prediction_routes_give_f0_plus_j_w(kernel):
+    lin, x = _lin(CNN, (2, 4, 4), kernel)
+    columns = 3 if kernel == "sum" else 1
+    weights = torch.randn(lin.n_params, columns, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    expected = lin.forward(x) + (jacobian(lin.net, lin.params, x, kernel, 3) @ weights).reshape(len(x), 3)
+    for route in ("jvp", "jacobian"):
+        assert _rel(lin.linear(x, weights, route), expected) < 1e-10
+
+
+def test_prediction_route_forms_j_for_many_sum_of_logits_columns_only():
+    # WRN-10-1 at 64×64 with 1000 classes (F, P, A as measure() gives them): jvps cost 2001·F
+    # per input, J and a product about 4·F; with the full kernel (one column) the jvp stays.
+    wrn = Sizes(100, 1, 164_504, 1.36e8, 1.14e6, 4)
+    assert empirical.predict_route(wrn, 1000)[0] == "jacobian"
+    assert empirical.predict_route(Sizes(100, 1000, 164_504, 1.36e8, 1.14e6, 4), 1)[0] == "jvp"
