@@ -136,7 +136,7 @@ def test_ctrl_c_ends_the_current_run_as_killed(store, monkeypatch):
 @pytest.mark.parametrize("argv, message", [
     (["--task", "digitz"], r"unknown task 'digitz'; did you mean 'digits'\? Known tasks: .*iris"),
     (["--method", "ntkk"], r"unknown method 'ntkk'; did you mean 'ntk'\? Known methods: entk, nn, nngp, ntk, taylor"),
-    (["--arch", "resnet"], r"unknown architecture 'resnet'.* Known architectures: cnn, mlp"),
+    (["--arch", "vit"], r"unknown architecture 'vit'.* Known architectures: cnn, mlp"),
     (["--task", "nope"], r"unknown task 'nope'\. Known tasks: breast-cancer, "),
     (["--set", "nn.lrr=0.1"], r"unknown option 'lrr' for method 'nn'; did you mean 'lr'\? Valid options: epochs, batch_size"),
     (["--set", "nn.epoch=3"], r"unknown option 'epoch' for method 'nn'; did you mean 'epochs'\? Valid options: epochs, "),

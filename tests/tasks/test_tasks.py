@@ -131,7 +131,7 @@ def test_teacher_vector_inputs_and_defaults() -> None:
     (lambda: tasks.get("teacher", width=0), ValueError, r"width must be a positive int"),
     (lambda: tasks.get("teacher", num_classes=1), ValueError, r"num_classes must be an int >= 2"),
     (lambda: tasks.get("teacher", input_shape=5), ValueError, r"input_shape must be a tuple"),
-    (lambda: tasks.get("teacher", arch="resnet"), UnknownNameError, r"unknown architecture 'resnet'"),
+    (lambda: tasks.get("teacher", arch="vit"), UnknownNameError, r"unknown architecture 'vit'"),
 ])
 def test_bad_input_raises_a_clear_error(call, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
