@@ -36,27 +36,32 @@ def fix_batch_statistics(net: Network, params: Params, x: Tensor, batch_size: in
     evaluation mode never updates them, so ``functional_call``, ``jvp`` and ``vmap(jacrev)`` see
     constants.
 
-    Each BatchNorm's input depends on the statistics of the ones before it, so they are gathered
-    in order, one pass over ``x`` per BatchNorm (in chunks of ``batch_size``, stopped at that
-    BatchNorm), with float64 sums merged across chunks (Chan et al. 1979). Memory is one
-    chunk's activations, never the whole set's. A network without BatchNorm is only put in
-    evaluation mode. Returns ``net``.
+    When ``x`` fits in one chunk of ``batch_size`` this is one forward pass, each BatchNorm fixed
+    as the pass reaches it. Otherwise each BatchNorm's input depends on the statistics of the
+    ones before it, so they are gathered in order, one pass over ``x`` per BatchNorm, in chunks,
+    stopped at that BatchNorm, with float64 sums merged across chunks (Chan, Golub & LeVeque
+    1979): memory is one chunk's activations, never the whole set's. A network without
+    BatchNorm is only put in evaluation mode. Returns ``net``.
     """
     net.eval()
-    for norm in [m for m in net.modules() if isinstance(m, BATCH_NORMS)]:
-        count, mean, m2 = 0, 0.0, 0.0
+    norms = [m for m in net.modules() if isinstance(m, BATCH_NORMS)]
+    if norms and len(x) <= batch_size:
+        def fix(module: torch.nn.Module, inputs: tuple[Tensor, ...]) -> None:
+            _set(module, _Moments().add(inputs[0]))
+
+        handles = [norm.register_forward_pre_hook(fix) for norm in norms]
+        try:
+            with torch.no_grad():
+                functional_call(net, params, (x,))
+        finally:
+            for handle in handles:
+                handle.remove()
+        return net
+    for norm in norms:
+        moments = _Moments()
 
         def gather(module: torch.nn.Module, inputs: tuple[Tensor, ...]) -> None:
-            nonlocal count, mean, m2
-            z = inputs[0].double()
-            dims = [0, *range(2, z.dim())]
-            n = z.numel() // z.shape[1]
-            chunk_mean = z.mean(dims)
-            chunk_m2 = (z - chunk_mean.view(-1, *([1] * (z.dim() - 2)))).square().sum(dims)
-            delta, total = chunk_mean - mean, count + n
-            mean = mean + delta * (n / total)
-            m2 = m2 + chunk_m2 + delta.square() * (count * n / total)
-            count = total
+            moments.add(inputs[0])
             raise _Reached
 
         handle = norm.register_forward_pre_hook(gather)
@@ -69,9 +74,32 @@ def fix_batch_statistics(net: Network, params: Params, x: Tensor, batch_size: in
                         pass
         finally:
             handle.remove()
-        norm.running_mean.copy_(mean)
-        norm.running_var.copy_(m2 / count)
+        _set(norm, moments)
     return net
+
+
+class _Moments:
+    """Per-channel count, mean and sum of squared deviations in float64, merged chunk by chunk."""
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def add(self, z: Tensor) -> _Moments:
+        z = z.double()
+        dims = [0, *range(2, z.dim())]
+        n = z.numel() // z.shape[1]
+        mean = z.mean(dims)
+        m2 = (z - mean.view(-1, *([1] * (z.dim() - 2)))).square().sum(dims)
+        delta, total = mean - self.mean, self.count + n
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta.square() * (self.count * n / total)
+        self.count = total
+        return self
+
+
+def _set(norm: torch.nn.Module, moments: _Moments) -> None:
+    norm.running_mean.copy_(moments.mean)
+    norm.running_var.copy_(moments.m2 / moments.count)
 
 
 def check_evaluation_mode(net: Network) -> None:

@@ -30,14 +30,15 @@ def _buffers(net):
     return {k: v.clone() for k, v in net.named_buffers()}
 
 
-def test_fixed_statistics_are_the_training_batch_statistics():
+@pytest.mark.parametrize("batch_size", [7, 1024])
+def test_fixed_statistics_are_the_training_batch_statistics(batch_size):
     # Evaluation mode with the fixed statistics computes what training mode computes on the
-    # whole training set as one batch; gathered in chunks of 7 (uneven, merged) over 30 inputs.
-    # Both in float64: we see ~1e-15 and allow 1e-10.
+    # whole training set as one batch: in one pass (30 inputs in one chunk), or layer by layer
+    # over chunks of 7 (uneven, merged). Both in float64: we see ~1e-15 and allow 1e-10.
     x = _images(30)
     net, params = _network(x)
     one_batch = functional_call(copy.deepcopy(net).train(), params, (x,))
-    fix_batch_statistics(net, params, x, batch_size=7)
+    fix_batch_statistics(net, params, x, batch_size=batch_size)
     assert not net.training
     torch.testing.assert_close(functional_call(net, params, (x,)), one_batch, rtol=1e-10, atol=1e-12)
     # the first BatchNorm normalizes the stem conv's output: its biased variance, not torch's
@@ -126,3 +127,17 @@ def test_dropout_is_off_in_prediction_and_in_linearizations(name):
     predictor = methods.get(name, arch, seed=0, **options).fit(x, y, 3)
     # dropout on would change every score by O(1); batch sizes change only the rounding
     torch.testing.assert_close(predictor.predict(x[:7]), predictor.predict(x)[:7], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm, path", [("none", "exact"), ("batchnorm", "monte_carlo")])
+def test_kernel_methods_on_wrn_take_the_exact_path_or_monte_carlo_automatically(norm, path):
+    # Digits, 60 training images; 4 networks of width 16 for Monte Carlo. We see 82-90 %.
+    data = tasks.get("digits", n_train=60, n_test=40)
+    (x, y), (x_test, y_test) = data.train, data.test
+    arch = get("wrn", depth=10, widen=1, norm=norm)
+    for kind in ("ntk", "nngp"):
+        method = methods.resolved(methods.get(kind, arch, mc_samples=4, mc_width=16), (1, 8, 8))
+        ctx = methods.RunContext()
+        scores = method.fit(x, y, 10, ctx).predict(x_test)
+        assert method.kernel_method == ctx.params["kernel_method"] == path
+        assert (scores.argmax(1) == y_test).float().mean() > 0.5
