@@ -2,6 +2,9 @@
 ResNet-18, shapes at 32×32 and 64×64, finite forward passes, the kernel path per norm, and one-line
 errors for bad options."""
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -61,6 +64,23 @@ def test_global_pool_is_neural_tangents_avgpool_8_and_flatten_on_32x32():
     ours, theirs = arch.kernel(x), readme.kernel(x)
     torch.testing.assert_close(ours.ntk, theirs.ntk, rtol=1e-12, atol=0)
     torch.testing.assert_close(ours.nngp, theirs.nngp, rtol=1e-12, atol=0)
+
+
+NT_EXTRA = Path(__file__).resolve().parent / "nt_extra.npz"
+
+
+@pytest.mark.parametrize("case, block_size", [("wrn_readme_b1_16x16", 1), ("wrn_readme_b2_8x8", 2)])
+def test_wrn_kernel_equals_neural_tangents_readme_wide_resnet(case, block_size):
+    # neural-tangents 0.6.5 computed these (benchmarks/make_nt_reference.py) for its README's
+    # WideResnet(block_size, k=1) on 16×16 and 8×8 inputs, whose AvgPool + Flatten over the last
+    # 4×4 or 2×2 map is our global pool. Both float64; we see ~1e-15 and allow 1e-6 (test_reference).
+    with np.load(NT_EXTRA) as z:
+        if f"{case}/ntk" not in z.files:
+            pytest.skip(f"{case} is not in {NT_EXTRA.name}")
+        x1, x2, nngp, ntk = (torch.from_numpy(z[f"{case}/{key}"]) for key in ("x1", "x2", "nngp", "ntk"))
+    k = get("wrn", depth=6 * block_size + 4, widen=1).kernel(x1, x2)
+    assert float((k.nngp - nngp).abs().max() / nngp.abs().max()) < 1e-6
+    assert float((k.ntk - ntk).abs().max() / ntk.abs().max()) < 1e-6
 
 
 def test_wrn_norms_go_before_each_activation_and_before_the_readout():
