@@ -19,7 +19,6 @@ as ``h200_torch_map_bound_pairs_per_s``. ``extra_info`` holds the counts per ent
 and, on CUDA, the fraction of it achieved. CUDA work is synchronized inside the timed function.
 """
 
-import math
 import os
 from dataclasses import asdict
 

@@ -12,9 +12,10 @@ NNGP and NTK kernels (exact, by quadrature, or by Monte Carlo for any network).
 from ntkbench.arch.activations import ABReLU, Abs, Activation, Elementwise, Erf, Gelu, LeakyReLU, ReLU, Sin, Tanh
 from ntkbench.arch.combinators import FanInConcat, FanInSum, FanOut, Identity, Parallel, Residual, parallel, residual
 from ntkbench.arch.kernel import Kernel
-from ntkbench.arch.layers import AvgPool, Conv, Cost, Dense, Dropout, Flatten, GlobalAvgPool, Layer, MaxPool
+from ntkbench.arch.layers import Conv, Cost, Dense, Dropout, Layer
 from ntkbench.arch.named import ARCHS, get, list_archs, register_arch, resolve
 from ntkbench.arch.normalization import BatchNorm, LayerNorm
+from ntkbench.arch.pooling import AvgPool, Flatten, GlobalAvgPool, MaxPool
 from ntkbench.arch.serial import Network, Serial, serial
 from ntkbench.arch.tiled import TiledKernel, tiled_kernel
 

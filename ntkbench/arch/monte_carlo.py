@@ -61,6 +61,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ntkbench import progress, signals
 from ntkbench.arch.kernel import Kernel
 from ntkbench.arch.layers import Shape
+from ntkbench.arch.normalization import fix_batch_statistics
 from ntkbench.arch.serial import Serial
 
 # One block of per-input gradients (b inputs × P parameters) is kept near 256 MiB.
@@ -249,61 +250,10 @@ class SampledNetwork:
     def fit_batchnorm(self, x_ref: Tensor, keys: list[int] | None, block: int) -> None:
         """Freeze each BatchNorm's running statistics to the per-channel mean and biased variance
         of its input over the reference batch x_ref, as training normalizes: in eval mode the
-        network then computes exactly the train-mode forward pass of x_ref.
-
-        A reference batch of one block takes one pass, each layer frozen as the pass reaches it.
-        Otherwise layer by layer: a pass over the blocks gathers one layer's statistics (merged
-        across blocks), with the earlier layers already frozen, and stops at that layer."""
-        if not self.batchnorms:
-            return
-        with torch.no_grad():
-            if len(x_ref) <= block:
-                def freeze(module: _BatchNorm, args: tuple[Tensor, ...]) -> None:
-                    _freeze(module, _Moments().add(*_channel_moments(args[0])))
-
-                handles = [bn.register_forward_pre_hook(freeze) for bn in self.batchnorms]
-                try:
-                    self.forward(x_ref, keys)
-                finally:
-                    for handle in handles:
-                        handle.remove()
-                return
-            for bn in self.batchnorms:
-                moments = _Moments()
-
-                def gather(module: nn.Module, args: tuple[Tensor, ...], moments: _Moments = moments) -> None:
-                    moments.add(*_channel_moments(args[0]))
-                    raise _Gathered  # the rest of the network waits for this layer's statistics
-
-                handle = bn.register_forward_pre_hook(gather)
-                try:
-                    for start in range(0, len(x_ref), block):
-                        try:
-                            self.forward(x_ref[start:start + block], _part(keys, start, block))
-                        except _Gathered:
-                            pass
-                finally:
-                    handle.remove()
-                _freeze(bn, moments)
-
-
-class _Gathered(Exception):
-    """Ends a statistics pass at the BatchNorm layer being fitted (``fit_batchnorm``)."""
-
-
-def _channel_moments(x: Tensor) -> tuple[Tensor, Tensor, int]:
-    """Per-channel mean, sum of squared deviations and count over the batch and positions."""
-    t = x.transpose(0, 1).reshape(x.shape[1], -1)
-    mean = t.mean(1)
-    return mean, (t - mean[:, None]).square().sum(1), t.shape[1]
-
-
-def _freeze(bn: _BatchNorm, moments: _Moments) -> None:
-    if moments.n < 2:
-        raise ValueError("BatchNorm needs more than one value per channel in the reference batch "
-                         f"(as in training); got {moments.n}: pass more training inputs")
-    bn.running_mean.copy_(moments.mean)
-    bn.running_var.copy_(moments.m2 / moments.n)
+        network then computes exactly the train-mode forward pass of x_ref
+        (``normalization.fix_batch_statistics``, in blocks of ``block``)."""
+        fix_batch_statistics(list(self.batchnorms), lambda a, b: self.forward(x_ref[a:b], _part(keys, a, b - a)),
+                             len(x_ref), block)
 
 
 def sample_kernel(network: SampledNetwork, x1: Tensor, x2: Tensor, keys1: list[int] | None, keys2: list[int] | None,

@@ -16,7 +16,8 @@ from typing import Literal
 
 from ntkbench.arch.activations import FUNCTIONS, Activation, Elementwise, ReLU
 from ntkbench.arch.combinators import Identity, residual
-from ntkbench.arch.layers import SPEC_LAYERS, AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Layer
+from ntkbench.arch.layers import SPEC_LAYERS, Conv, Dense, Layer
+from ntkbench.arch.pooling import AvgPool, Flatten, GlobalAvgPool
 from ntkbench.arch.normalization import BatchNorm, LayerNorm
 from ntkbench.arch.serial import Serial, serial
 from ntkbench.options import check_range, check_type

@@ -14,7 +14,7 @@ declares its entry (``Layer.spec_name``, ``Layer.spec``, ``Layer.from_spec``):
 
 from __future__ import annotations
 
-from ntkbench.arch import activations, normalization  # noqa: F401 (their layers declare entries)
+from ntkbench.arch import activations, normalization, pooling  # noqa: F401 (their layers declare entries)
 from ntkbench.arch.combinators import Chain, Identity
 from ntkbench.arch.layers import SPEC_LAYERS, Layer
 from ntkbench.arch.serial import Serial, serial
