@@ -10,6 +10,7 @@ import sys
 import time
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -53,12 +54,17 @@ class RunContext:
     """Where a method reports its own metrics and choices; the runner forwards them to MLflow.
 
     ``metrics`` keeps the last value of each metric, ``params`` each reported choice and
-    ``artifacts`` each JSON-able artifact by file name.
+    ``artifacts`` each JSON-able artifact by file name. ``kernel_cache`` is the directory of
+    the content-addressed kernel cache (None: none), and ``executor`` where kernel tiles run
+    (``local`` in this process, ``ray`` as tasks of the connected Ray cluster): the runner's
+    choices, which are not part of a run's identity.
     """
 
     def __init__(self, metric_sink: Callable[[str, float, int | None], None] | None = None,
                  param_sink: Callable[[str, object], None] | None = None,
-                 artifact_sink: Callable[[object, str], None] | None = None) -> None:
+                 artifact_sink: Callable[[object, str], None] | None = None,
+                 kernel_cache: Path | None = None, executor: str = "local") -> None:
+        self.kernel_cache, self.executor = kernel_cache, executor
         self.metrics: dict[str, float] = {}
         self.params: dict[str, object] = {}
         self.artifacts: dict[str, object] = {}
