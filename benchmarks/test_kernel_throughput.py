@@ -13,7 +13,7 @@ computed. Defaults are small for the CPU; on a GPU set
 
 Ceiling model per computed pair on the fused path: t >= max(flops / F, bytes / B), with the H200's
 F = 50.6 (fp32) or 54.7 (fp64) TFLOP/s and B = 4.2 TB/s; ``flops`` counts each acos/asin at its
-libdevice cost (``ACOS_FLOPS``). The issue's 76·10⁹ map evaluations per second is the pure-torch
+libdevice cost (``ntkbench.plan.ACOS_FLOPS``). The issue's 76·10⁹ map evaluations per second is the pure-torch
 ``relu_map``'s rate; it bounds the torch path (``maps / M``), not the fused kernel, and is stored
 as ``h200_torch_map_bound_pairs_per_s``. ``extra_info`` holds the counts per entry, the ceiling
 and, on CUDA, the fraction of it achieved. CUDA work is synchronized inside the timed function.
@@ -25,13 +25,12 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from ntkbench.arch import Cost, get
+from ntkbench.arch import get
 from ntkbench.arch.tiled import tiled_kernel
+from ntkbench.plan import h200_pairs_per_s as ceiling
 
-H200 = {"flops": {torch.float32: 50.6e12, torch.float64: 54.7e12}, "bytes": 4.2e12, "maps": 76e9}
-# One acos/asin by itemsize: libdevice's arithmetic instructions in PTX for sm_90 (19 in float32,
-# 59 in float64), each counted as an FMA slot, 2 flops.
-ACOS_FLOPS = {4: 38, 8: 118}
+# The pure-torch relu_map's rate on an H200 (map evaluations per second), which bounds the torch path.
+H200_TORCH_MAPS = 76e9
 DEPTH = int(os.environ.get("NTKBENCH_TP_DEPTH", "2"))
 DTYPE = getattr(torch, os.environ.get("NTKBENCH_TP_DTYPE", "float32"))
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -45,13 +44,6 @@ CASES = {  # name: (architecture, side, default N on the CPU)
     "myrtle5-32": (lambda: get("myrtle5"), 32, 2),
     "myrtle5-64": (lambda: get("myrtle5"), 64, 1),
 }
-
-
-def ceiling(cost: Cost, dtype: torch.dtype) -> float:
-    """Pairs per second an H200 could reach at best on the fused path (module doc)."""
-    itemsize = torch.finfo(dtype).bits // 8
-    compute = (cost.flops + cost.maps * ACOS_FLOPS[itemsize]) / H200["flops"][dtype]
-    return 1 / max(compute, cost.elements * itemsize / H200["bytes"])
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -75,7 +67,7 @@ def test_kernel_throughput(benchmark, name):
     info = {"n": n, "depth": DEPTH, "dtype": str(DTYPE), "device": DEVICE.type, "entries_per_s": n * n / seconds,
             "pairs_per_s": pairs / seconds, **{f"{key}_per_entry": v for key, v in asdict(cost).items()},
             "h200_ceiling_pairs_per_s": ceiling(cost, DTYPE),
-            "h200_torch_map_bound_pairs_per_s": H200["maps"] / cost.maps if cost.maps else None}
+            "h200_torch_map_bound_pairs_per_s": H200_TORCH_MAPS / cost.maps if cost.maps else None}
     if DEVICE.type == "cuda":
         info["fraction_of_h200_ceiling"] = info["pairs_per_s"] / info["h200_ceiling_pairs_per_s"]
     benchmark.extra_info.update(info)

@@ -160,10 +160,37 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--no-browser", dest="browser", action="store_false", help="print the URL only")
+    plan = sub.add_parser("plan", help="the kernel's entries, work, measured and H200 time, memory and solver for a "
+                                       "task and architecture (ntkbench.plan)")
+    plan.add_argument("--task", default="digits")
+    plan.add_argument("--arch", default="mlp")
+    plan.add_argument("--set", action="append", default=[], metavar="PREFIX.NAME=VALUE",
+                      help="a task.* or arch.* option, as for run; repeatable")
+    plan.add_argument("--dtype", default="float64", choices=["float32", "float64"],
+                      help="the kernel methods compute in float64 by default")
+    plan.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    plan.add_argument("--measure-seconds", type=float, default=1.0,
+                      help="time spent measuring this device's kernel rate (at least one pair)")
     lst = sub.add_parser("list", help="list registered tasks, methods or architectures")
     lst.add_argument("what", choices=["tasks", "methods", "archs"])
     lst.add_argument("pattern", nargs="?", default="*")
     return parser
+
+
+def _plan_command(args: argparse.Namespace) -> int:
+    import torch
+
+    from ntkbench.plan import plan
+    from ntkbench.runner import resolve_device
+
+    try:
+        lines = plan(args.task, args.arch, parse_settings(args.set), getattr(torch, args.dtype),
+                     resolve_device(args.device), args.measure_seconds)
+    except (ValueError, UnknownNameError) as e:
+        print(f"ntkbench: error: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0
 
 
 OUTBOX_HELP = "folder of offline run records; default $NTKBENCH_OUTBOX or ./mlruns-outbox"
@@ -213,6 +240,8 @@ def _main(args: argparse.Namespace) -> int:
         return _server_command(args)
     if args.command == "ui":
         return _ui_command(args)
+    if args.command == "plan":
+        return _plan_command(args)
     try:
         n_trains = parse_ints("--n-train", args.n_train, 1) if args.n_train else ()
         results = run(task=args.task, method=args.method, arch=args.arch, seeds=parse_ints("--seeds", args.seeds, 0),
