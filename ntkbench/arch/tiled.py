@@ -31,6 +31,12 @@ A resumed run gives the kernel bit for bit, because every tile is computed from 
 with the same batch (unless an out-of-memory error changed the batch; float64 then agrees to
 rounding, see ``test_tiled.py``).
 
+Executors. ``executor="local"`` computes the tiles in this process; ``executor="ray"`` as Ray
+tasks over every GPU (or CPU) of a cluster (``distributed.tiles``): the same tiles from the same
+rows with the same batch, so the same kernel bit for bit, and the same checkpoint directory,
+whose manifest only this process writes. The executor is not in the fingerprint: a run begun by
+one resumes under the other.
+
 Precision. float32 is the default here; ``dtype=torch.float64`` for the exact kernels. Measured
 on the CPU against float64 with random inputs (max |K32 − K64| / max |K64|, N = 16): FC of depth
 3 and 10, CNN-V, CNN-GAP of depth 3 and 10 and Myrtle-5 at 8×8 all stay below 2.6e-7 for the
@@ -49,6 +55,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import psutil
@@ -58,35 +65,50 @@ from ntkbench import progress, signals
 from ntkbench.arch.kernel import Kernel
 from ntkbench.arch.serial import Serial
 
+if TYPE_CHECKING:
+    from ntkbench.distributed.tiles import Placement, RayTasks
+
 LIVE_PAIR_TENSORS = {False: 8, True: 6}
 MANIFEST = "manifest.json"
 ARRAYS = ("nngp", "ntk", "cov1", "cov2")
+EXECUTORS = ("local", "ray")
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TiledKernel:
     """The kernel and how it was computed: ``tiles`` in all, ``computed`` by this run (the rest
-    came from the checkpoint), with tiles of ``tile`` rows and batches of ``batch`` rows."""
+    came from the checkpoint), with tiles of ``tile`` rows and batches of ``batch`` rows (the
+    smallest any tile needed); under the Ray executor, where each computed tile ran."""
 
     kernel: Kernel
     tile: int
     batch: int
     tiles: int
     computed: int
+    placements: tuple[Placement, ...] = ()
 
 
 def tiled_kernel(arch: Serial, x1: torch.Tensor, x2: torch.Tensor | None = None, *,
                  dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
                  out: str | Path | None = None, tile: int | None = None, restart: bool = False,
-                 memory_fraction: float = 0.5, fused: bool | None = None) -> TiledKernel:
+                 memory_fraction: float = 0.5, fused: bool | None = None, executor: str = "local",
+                 ray_tasks: RayTasks | None = None) -> TiledKernel:
     """NNGP and NTK of ``arch`` between the rows of ``x1`` and ``x2`` (``x2=None``: the symmetric
     kernel of ``x1``, also for ``x2 is x1``), computed on ``device`` (default: ``x1``'s) in tiles.
 
     The result is on the host: torch tensors, or with ``out`` torch views of memory-mapped .npy
     files in that directory, checkpointed after each tile. ``tile`` overrides the automatic tile
     side, which uses ``memory_fraction`` of the free memory; ``fused`` is passed to ``Serial.kernel``.
+
+    ``executor="ray"`` computes the tiles as Ray tasks on the cluster ``distributed.connect`` joined
+    (a new local one if none), with the resources of ``ray_tasks`` (``distributed.tiles``): the
+    same kernel bit for bit, the same manifest and checkpoints; ``out`` must then be on a
+    filesystem every worker sees. The automatic tile side is measured by one task on a worker,
+    with its share (``RayTasks.gpus`` of a GPU, ``cpus`` of the node's CPUs) of ``memory_fraction``.
     """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     device = torch.device(device) if device is not None else x1.device
     symmetric = x2 is None or x2 is x1
     x1 = arch._check_input(x1, "x1")
@@ -109,6 +131,11 @@ def tiled_kernel(arch: Serial, x1: torch.Tensor, x2: torch.Tensor | None = None,
         }
         store = _Store(Path(out), fingerprint, (n1, n2), dtype, restart)
         tile = store.fingerprint["tile"]  # a resumed run keeps the manifest's tile
+    if tile is None and executor == "ray":
+        from ntkbench.distributed.tiles import RayTasks, probe_tile
+
+        tile = min(probe_tile(arch, tuple(x1.shape[1:]), dtype, device, fused, memory_fraction,
+                              ray_tasks or RayTasks()), max(n1, n2))
     tile = tile or min(auto_tile(arch, tuple(x1.shape[1:]), dtype, device, fused, memory_fraction), max(n1, n2))
     if store is not None:
         store.open(tile)
@@ -120,21 +147,32 @@ def tiled_kernel(arch: Serial, x1: torch.Tensor, x2: torch.Tensor | None = None,
     tiles = [(i, j) for i in range(0, n1, tile) for j in range(i if symmetric else 0, n2, tile)]
     done = store.done if store is not None else set()
     todo = [t for t in range(len(tiles)) if t not in done]
-    for t in progress.steps(todo, "kernel tiles", hide=len(todo) < 2):
-        signals.check()
-        i, j = tiles[t]
-        same = symmetric and i == j
-        xa = x1[i:i + tile].to(device)
-        xb = None if same else x2[j:j + tile].to(device)
-        k, batch = _compute_with_retry(arch, xa, xb, dtype, batch, fused, f"tile ({i}, {j})")
-        _write(arrays, k, i, j, symmetric and not same)
-        if store is not None:
-            store.record(t)
-    log.info("tiled kernel: computed %d of %d tiles (%d from the checkpoint), tile %d, batch %d",
+    placements = ()
+    if executor == "ray":
+        from ntkbench.distributed.tiles import RayTasks, run_tiles
+
+        placements = tuple(run_tiles(arch, x1, x2, symmetric, tiles, todo, tile, dtype=dtype, device=device,
+                                     batch=batch, fused=fused, arrays=arrays, store=store,
+                                     tasks=ray_tasks or RayTasks()))
+        batch = min((p.batch for p in placements), default=batch)
+        if store is not None:  # the workers wrote the files: map them afresh (a shared filesystem's
+            arrays = store.reopen()  # client may keep pages it read before)
+    else:
+        for t in progress.steps(todo, "kernel tiles", hide=len(todo) < 2):
+            signals.check()
+            i, j = tiles[t]
+            same = symmetric and i == j
+            xa = x1[i:i + tile].to(device)
+            xb = None if same else x2[j:j + tile].to(device)
+            k, batch = _compute_with_retry(arch, xa, xb, dtype, batch, fused, f"tile ({i}, {j})")
+            _write(arrays, k, i, j, symmetric and not same)
+            if store is not None:
+                store.record(t)
+    log.info("tiled kernel (%s): computed %d of %d tiles (%d from the checkpoint), tile %d, batch %d", executor,
              len(todo), len(tiles), len(tiles) - len(todo), tile, batch)
     cov2 = arrays["cov1"] if symmetric else arrays["cov2"]
     kernel = Kernel(arrays["nngp"], arrays["ntk"], arrays["cov1"], cov2, "none")
-    return TiledKernel(kernel, tile, batch, len(tiles), len(todo))
+    return TiledKernel(kernel, tile, batch, len(tiles), len(todo), placements)
 
 
 def auto_tile(arch: Serial, input_shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, fused: bool,
@@ -182,15 +220,20 @@ def _compute_tile(arch: Serial, xa: torch.Tensor, xb: torch.Tensor | None, dtype
     return arch.kernel(xa, xb, dtype=dtype, block_size=batch, fused=fused)
 
 
-def _write(arrays: dict[str, torch.Tensor], k: Kernel, i: int, j: int, mirror: bool) -> None:
+def _write(arrays: dict[str, torch.Tensor], k: Kernel, i: int, j: int, mirror: bool, cov1: bool = True,
+           cov2: bool = True) -> None:
+    """The tile's block at rows i.., columns j.. (``mirror``: its transpose too), and its rows'
+    cov1 and columns' cov2 where asked."""
     n, m = k.nngp.shape
     for name in ("nngp", "ntk"):
         value = getattr(k, name)
         arrays[name][i:i + n, j:j + m] = value.cpu()
         if mirror:
             arrays[name][j:j + m, i:i + n] = value.mT.contiguous().cpu()
-    arrays["cov1"][i:i + n] = k.cov1.cpu()
-    arrays["cov2"][j:j + m] = k.cov2.cpu()
+    if cov1:
+        arrays["cov1"][i:i + n] = k.cov1.cpu()
+    if cov2:
+        arrays["cov2"][j:j + m] = k.cov2.cpu()
 
 
 def _digest(x: torch.Tensor) -> str:
@@ -248,6 +291,11 @@ class _Store:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {name: torch.from_numpy(m) for name, m in self.maps.items()}
+
+    def reopen(self) -> dict[str, torch.Tensor]:
+        """The arrays mapped anew from the files (after other processes wrote them)."""
+        self.maps = {name: np.lib.format.open_memmap(self.root / f"{name}.npy", mode="r+") for name in ARRAYS}
+        return self.tensors()
 
     def record(self, tile_index: int) -> None:
         """Mark a tile finished: flush the arrays, then replace the manifest atomically."""
