@@ -4,6 +4,7 @@
 * ``cholesky``: the weights by a Cholesky in place, with jitter escalation.
 * ``cg``: pivoted-Cholesky-preconditioned CG through linear_operator.
 * ``operator``: K as a linear_operator ``LinearOperator`` from blocks (held or recomputed).
+* ``out_of_core``: CG on K memory-mapped from its .npy file, row blocks streamed (or Ray tasks).
 * ``choice``: which solver for which n, as explicit thresholds (``SolverPolicy``).
 
 >>> from ntkbench.solvers import kernel_ridge, loo_ridge
@@ -22,6 +23,7 @@ from ntkbench.solvers.cg import CGResult, CGSettings, cg_context, cg_ridge
 from ntkbench.solvers.cholesky import CholeskyResult, JitterPolicy, cholesky_flops, cholesky_ridge_
 from ntkbench.solvers.choice import SOLVERS, SolverChoice, SolverName, SolverPolicy, choose_solver
 from ntkbench.solvers.operator import Block, KernelOperator, MatmulCount, assemble_kernel, block_diagonal, dense_block
+from ntkbench.solvers.out_of_core import kernel_file, out_of_core_ridge, row_blocks
 from ntkbench.solvers.ridge import (
     RidgeChoice,
     default_ridge_grid,
@@ -31,8 +33,8 @@ from ntkbench.solvers.ridge import (
 )
 
 __all__ = [
-    "SOLVERS", "Block", "CGResult", "CGSettings", "CholeskyResult", "JitterPolicy", "KernelOperator", "MatmulCount",
-    "RidgeChoice", "SolverChoice", "SolverName", "SolverPolicy", "assemble_kernel", "block_diagonal", "cg_context",
-    "cg_ridge", "cholesky_flops", "cholesky_ridge_", "choose_solver", "default_ridge_grid", "dense_block",
-    "kernel_ridge", "loo_ridge", "ridge_weights",
+    "SOLVERS", "Block", "CGResult", "CGSettings", "CholeskyResult", "JitterPolicy", "KernelOperator",
+    "MatmulCount", "RidgeChoice", "SolverChoice", "SolverName", "SolverPolicy", "assemble_kernel", "block_diagonal",
+    "cg_context", "cg_ridge", "cholesky_flops", "cholesky_ridge_", "choose_solver", "default_ridge_grid", "dense_block",
+    "kernel_file", "kernel_ridge", "loo_ridge", "out_of_core_ridge", "ridge_weights", "row_blocks",
 ]

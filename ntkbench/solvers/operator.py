@@ -8,7 +8,8 @@ recomputes the kernel between the inputs, e.g. ``arch.kernel(x[rows], x[cols]).n
 ``KernelOperator`` applies K tile by tile over the upper triangle and uses each off-diagonal
 tile twice (K_ij v_j and K_ij^T v_i), so one product K V evaluates n(n+1)/2 kernel entries with
 a (tile × tile) block in memory at a time. A kernel in memory is one tile, i.e. one GEMM. The
-products are counted in ``MatmulCount`` so that CG can report its iterations. Its diagonal is
+products are counted in ``MatmulCount`` so that CG can report its iterations; a ``product``
+function replaces the tiled loop (``solvers.out_of_core`` streams row blocks from a file). Its diagonal is
 given up front (``block_diagonal`` computes it blockwise) for the pivoted-Cholesky
 preconditioner, which reads K only through the diagonal and whole rows (``_get_indices``).
 """
@@ -78,12 +79,14 @@ class KernelOperator(LinearOperator):
         block: K[rows][:, cols] for slices or index tensors.
         tile: rows and columns per block in a product; n for a kernel held in memory.
         count: incremented by each product K V.
+        product: V (n, c) -> K V, used instead of the tiles when given.
     """
 
-    def __init__(self, diagonal: Tensor, *, block: Block, tile: int, count: MatmulCount) -> None:
-        super().__init__(diagonal, block=block, tile=tile, count=count)
+    def __init__(self, diagonal: Tensor, *, block: Block, tile: int, count: MatmulCount,
+                 product: Callable[[Tensor], Tensor] | None = None) -> None:
+        super().__init__(diagonal, block=block, tile=tile, count=count, product=product)
         self.kernel_diagonal = diagonal
-        self.block, self.tile, self.count = block, tile, count
+        self.block, self.tile, self.count, self.product = block, tile, count, product
 
     def _size(self) -> torch.Size:
         n = self.kernel_diagonal.shape[-1]
@@ -99,6 +102,9 @@ class KernelOperator(LinearOperator):
         """K V = Σ over tiles i <= j of K_ij V_j (and K_ij^T V_i for i < j)."""
         self.count.calls += 1
         v = rhs[:, None] if rhs.ndim == 1 else rhs
+        if self.product is not None:
+            out = self.product(v)
+            return out[:, 0] if rhs.ndim == 1 else out
         out = torch.zeros_like(v)
         tiles = _tiles(v.shape[0], self.tile)
         for a, rows in enumerate(tiles):
