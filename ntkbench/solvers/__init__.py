@@ -21,7 +21,7 @@ with warnings.catch_warnings():  # linear_operator's import uses torch.jit.scrip
 
 from ntkbench.solvers.cg import CGResult, CGSettings, cg_context, cg_ridge
 from ntkbench.solvers.cholesky import CholeskyResult, JitterPolicy, cholesky_flops, cholesky_ridge_
-from ntkbench.solvers.choice import SOLVERS, SolverChoice, SolverName, SolverPolicy, choose_solver
+from ntkbench.solvers.choice import CG_SOLVERS, SOLVERS, SolverChoice, SolverName, SolverPolicy, choose_solver
 from ntkbench.solvers.operator import Block, KernelOperator, MatmulCount, assemble_kernel, block_diagonal, dense_block
 from ntkbench.solvers.out_of_core import kernel_file, out_of_core_ridge, row_blocks
 from ntkbench.solvers.ridge import (
@@ -33,7 +33,7 @@ from ntkbench.solvers.ridge import (
 )
 
 __all__ = [
-    "SOLVERS", "Block", "CGResult", "CGSettings", "CholeskyResult", "JitterPolicy", "KernelOperator",
+    "CG_SOLVERS", "SOLVERS", "Block", "CGResult", "CGSettings", "CholeskyResult", "JitterPolicy", "KernelOperator",
     "MatmulCount", "RidgeChoice", "SolverChoice", "SolverName", "SolverPolicy", "assemble_kernel", "block_diagonal",
     "cg_context", "cg_ridge", "cholesky_flops", "cholesky_ridge_", "choose_solver", "default_ridge_grid", "dense_block",
     "kernel_file", "kernel_ridge", "loo_ridge", "out_of_core_ridge", "ridge_weights", "row_blocks",

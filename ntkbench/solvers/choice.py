@@ -7,6 +7,8 @@ Solvers, by the size n of the training kernel K:
   Golub & Van Loan 2013, sec. 8.3), the kernel, its eigenvectors and eigh's workspace in memory.
 * ``cholesky``: the weights by Cholesky in place (``cholesky_ridge_``), n³/3 flops, one n×n.
 * ``cg``: preconditioned CG on K held in memory (``cg_ridge``), O(n² c) per iteration.
+* ``out_of_core``: CG on K memory-mapped from its file on disk (``solvers.out_of_core``), row
+  blocks streamed through the device each iteration; K is never held whole.
 * ``matrix_free``: CG on K recomputed by blocks each iteration; no n×n matrix at all.
 
 The automatic rule (``choose_solver``), with t = ``direct_time_s`` and the device's rates:
@@ -15,9 +17,11 @@ The automatic rule (``choose_solver``), with t = ``direct_time_s`` and the devic
                 eigh's workspace (3 n² numbers) fit the memory budget;
     cholesky    else if K (n² numbers) fits and n <= cholesky_max_n = (3 t · cholesky_flops)^(1/3);
     cg          else if K fits;
+    out_of_core else if the kernel is on disk (a kernel cache or ``tiled_kernel``'s out): reading
+                n²/2 entries per iteration costs less than recomputing them;
     matrix_free otherwise.
 
-CG and matrix-free cannot pick the ridge by leave-one-out cheaply (it needs eigh): with no ridge
+CG, out-of-core and matrix-free cannot pick the ridge by leave-one-out cheaply (it needs eigh): with no ridge
 fixed they, and a requested ``cholesky``, use ``default_ridge``, and the log says so.
 """
 
@@ -28,10 +32,11 @@ from typing import Literal
 
 import torch
 
-__all__ = ["SOLVERS", "SolverChoice", "SolverName", "SolverPolicy", "choose_solver"]
+__all__ = ["CG_SOLVERS", "SOLVERS", "SolverChoice", "SolverName", "SolverPolicy", "choose_solver"]
 
-SolverName = Literal["auto", "eigh", "cholesky", "cg", "matrix_free"]
-SOLVERS: tuple[str, ...] = ("eigh", "cholesky", "cg", "matrix_free")
+SolverName = Literal["auto", "eigh", "cholesky", "cg", "matrix_free", "out_of_core"]
+SOLVERS: tuple[str, ...] = ("eigh", "cholesky", "cg", "matrix_free", "out_of_core")
+CG_SOLVERS: tuple[str, ...] = ("cg", "out_of_core", "matrix_free")
 EIGH_FLOPS_PER_N3 = 9.0
 
 
@@ -100,20 +105,26 @@ class SolverChoice:
 def _row_bytes(solver: str, num_outputs: int, rank: int) -> float:
     """Numbers per training row besides K: Y, alpha and LOO's (n, c) temporaries for the
     direct solvers; for CG 12 (n, c) vectors (linear_cg's seven, the preconditioner's two
-    temporaries, the product, Y, alpha) and the rank-k preconditioner's 3 (n, k)."""
+    temporaries, the product, Y, alpha) and the rank-k preconditioner's 3 (n, k). (Out-of-core
+    CG also holds one row block, ``out_of_core.DEFAULT_BLOCK_BYTES`` at most, not per row.)"""
     return 4.0 * num_outputs if solver in ("eigh", "cholesky") else 12.0 * num_outputs + 3.0 * rank
 
 
 def choose_solver(n: int, num_outputs: int, dtype: torch.dtype, memory_bytes: float, ridge_fixed: bool,
                   requested: SolverName = "auto", policy: SolverPolicy = SolverPolicy(),
-                  diagnostics: bool = True, preconditioner_rank: int = 100) -> SolverChoice:
+                  diagnostics: bool = True, preconditioner_rank: int = 100,
+                  kernel_on_disk: bool = False) -> SolverChoice:
     """The solver for n training rows and ``num_outputs`` targets by the rule of the module
     docstring, or ``requested``. ``diagnostics``: whether the caller wants the eigh-based
-    kernel diagnostics (they run only where ``SolverChoice.diagnostics`` says they fit)."""
+    kernel diagnostics (they run only where ``SolverChoice.diagnostics`` says they fit).
+    ``kernel_on_disk``: the train kernel is (or will be) in a file that ``out_of_core`` can map."""
     if requested not in ("auto", *SOLVERS):
         raise ValueError(f"solver must be one of auto, {', '.join(SOLVERS)}; got {requested!r}")
     if requested == "eigh" and ridge_fixed:
         raise ValueError("solver 'eigh' chooses the ridge by leave-one-out; with a fixed ridge use 'cholesky'")
+    if requested == "out_of_core" and not kernel_on_disk:
+        raise ValueError("solver 'out_of_core' reads the train kernel from its file; it needs the kernel on disk "
+                         "(a kernel cache), or use 'matrix_free'")
     size = torch.finfo(dtype).bits // 8
 
     def fits(solver: str, pairs: float) -> bool:
@@ -132,9 +143,14 @@ def choose_solver(n: int, num_outputs: int, dtype: torch.dtype, memory_bytes: fl
         solver = "cg"
         reason = (f"the {gb:.3g} GB kernel fits but n={n} > cholesky_max_n={policy.cholesky_max_n} "
                   f"(a Cholesky would take over {policy.direct_time_s:g} s)")
+    elif kernel_on_disk:
+        solver = "out_of_core"
+        reason = (f"the {gb:.3g} GB kernel does not fit the {memory_bytes / 2**30:.3g} GB budget and is on disk: "
+                  "CG streams its row blocks from the file")
     else:
         solver, reason = "matrix_free", f"the {gb:.3g} GB kernel does not fit the {memory_bytes / 2**30:.3g} GB budget"
-    run_diagnostics = diagnostics and solver != "matrix_free" and eigh_ok
-    pairs = 3 if solver == "eigh" or run_diagnostics else (0 if solver == "matrix_free" else 1)
+    held = solver not in ("out_of_core", "matrix_free")
+    run_diagnostics = diagnostics and held and eigh_ok
+    pairs = 3 if solver == "eigh" or run_diagnostics else (1 if held else 0)
     return SolverChoice(solver, reason, run_diagnostics, float(pairs * size),
                         _row_bytes(solver, num_outputs, preconditioner_rank) * size)

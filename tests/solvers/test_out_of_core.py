@@ -1,5 +1,6 @@
 """Out-of-core CG (``solvers.out_of_core``) on a kernel memory-mapped from tiles on disk: equal
-to the dense solve within CG's bound, locally and with the row blocks' products as Ray tasks."""
+to the dense solve within CG's bound, locally and with the row blocks' products as Ray tasks; and
+the solver policy's automatic choice of it."""
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from ntkbench.arch import get
 from ntkbench.arch.tiled import tiled_kernel
 from ntkbench.distributed import connect
 from ntkbench.distributed.tiles import RayTasks
-from ntkbench.solvers import CGSettings, kernel_file, out_of_core_ridge, row_blocks
+from ntkbench.solvers import CGSettings, choose_solver, kernel_file, out_of_core_ridge, row_blocks
 
 N, RIDGE = 48, 1e-1
 # 1e-6: above linear_cg's floor near sqrt(1e-10 · ridge/n) = 5e-7 here (see ntkbench.solvers.cg).
@@ -77,6 +78,20 @@ def test_ray_row_blocks_give_the_local_weights_bit_for_bit(ray_tiles_cluster, pr
                                     ray_tasks=RayTasks(gpus=1))  # one worker pool with tests/distributed
     assert torch.equal(distributed.alpha, local.alpha) and distributed.iterations == local.iterations
     _check_against_dense(distributed, reference, kappa)
+
+
+def test_the_policy_picks_out_of_core_when_the_kernel_is_on_disk_and_too_large():
+    n, size = 10_000, 8
+    small = n * n * size / 2  # bytes: half the kernel
+    choice = choose_solver(n, 10, torch.float64, small, ridge_fixed=True, kernel_on_disk=True)
+    assert choice.solver == "out_of_core" and choice.bytes_per_pair == 0
+    assert "does not fit" in choice.reason and "on disk" in choice.reason
+    assert choose_solver(n, 10, torch.float64, small, ridge_fixed=True).solver == "matrix_free"
+    # A kernel that fits is held in memory, on disk or not (n is below cholesky_max_n here).
+    fits = choose_solver(n, 10, torch.float64, 4 * n * n * size, ridge_fixed=True, kernel_on_disk=True)
+    assert fits.solver == "cholesky"
+    with pytest.raises(ValueError, match="solver 'out_of_core' reads the train kernel from its file"):
+        choose_solver(n, 10, torch.float64, small, ridge_fixed=True, requested="out_of_core")
 
 
 def test_bad_files_and_budgets_are_one_line(tmp_path, problem):
