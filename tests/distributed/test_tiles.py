@@ -110,6 +110,9 @@ def test_ray_tiles_equal_the_local_kernel_bit_for_bit(ray_tiles_cluster, tmp_pat
     again = tiled_kernel(arch, x1, x2, dtype=torch.float64, tile=3, executor="ray", out=tmp_path, ray_tasks=TASKS)
     assert again.computed == 0 and again.placements == ()
     _assert_equal(again.kernel, local.kernel)
+    # The automatic tile, measured by a task on a worker, covers these few rows in one tile as locally.
+    auto = tiled_kernel(arch, x1, x2, dtype=torch.float64, executor="ray", ray_tasks=TASKS)
+    assert auto.tile == tiled_kernel(arch, x1, x2, dtype=torch.float64).tile == 10 and auto.tiles == 1
 
 
 def test_a_tile_whose_worker_dies_is_retried(ray_tiles_cluster, tmp_path):
