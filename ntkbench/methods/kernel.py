@@ -1,17 +1,27 @@
 """``ntk`` and ``nngp``: kernel ridge regression with the infinite-width kernels of ``arch``,
 computed in closed form, by quadrature, or by Monte Carlo over finite networks
-(``kernel_method``; see ``Serial.kernel``)."""
+(``kernel_method``; see ``Serial.kernel``).
+
+Closed-form and quadrature kernels are computed by ``arch.tiled.tiled_kernel`` through
+``arch.cache``: with the runner's kernel cache (``RunContext.kernel_cache``) one pass gives the
+NNGP and the NTK of train×train and test×train, which the other method, a later run on a subset
+of the rows, or a rerun after a kill then reads or continues; without one, in memory. Each run
+logs ``kernel_cache`` (computed, resumed, hit) and ``time_kernel_s`` for K(X, X), and
+``kernel_cache_test`` and ``time_kernel_test_s`` for the first prediction's K(x, X)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from ntkbench.arch import Kernel, Serial
+from ntkbench.arch import Serial
+from ntkbench.arch import cache as kernel_cache
+from ntkbench.arch.cache import KernelCache
 from ntkbench.arch.spec import from_spec, to_spec
 from ntkbench.methods.base import (
     DTYPES,
@@ -35,7 +45,6 @@ from ntkbench.solvers import (
     SolverChoice,
     SolverName,
     SolverPolicy,
-    assemble_kernel,
     block_diagonal,
     cg_ridge,
     cholesky_ridge_,
@@ -50,29 +59,80 @@ KernelMethod = Literal["auto", "exact", "quadrature", "monte_carlo"]
 KERNEL_METHODS: tuple[KernelMethod, ...] = ("exact", "quadrature", "monte_carlo")
 # Training inputs on which a quadrature kernel is compared with one at twice the degree.
 QUADRATURE_CHECK_INPUTS = 16
-KernelFn = Callable[[Tensor, Tensor | None], Kernel]
 
 
-def kernel_block(kernel: KernelFn, x: Tensor, kind: str) -> Block:
-    """K[rows][:, cols] = kernel(x[rows], x[cols]).{kind}, recomputed on each call."""
-    return lambda rows, cols: getattr(kernel(x[rows], x[cols]), kind)
+def kernel_block(arch: Serial, x: Tensor, kind: str, dtype: torch.dtype) -> Block:
+    """K[rows][:, cols] = the ``kind`` kernel of ``arch`` between x[rows] and x[cols] by
+    ``tiled_kernel`` in memory, recomputed on each call (the matrix-free solve without a cache)."""
+    return lambda rows, cols: getattr(kernel_cache.kernel(arch, x[rows], x[cols], dtype=dtype).kernel,
+                                      kind).to(x.device)
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    """Where the ``kind`` kernel of a run comes from. Exact and quadrature kernels go through
+    ``arch.cache.kernel``: ``tiled_kernel`` with the content-addressed cache ``cache`` (memory
+    maps; computed once, resumable), or in memory when it is None. ``monte_carlo`` ({n_samples,
+    width, seed}) keeps ``Serial.kernel(method="monte_carlo")``, in memory and not cached: its
+    estimate depends on the seed and the sample sizes, and on the batch whose BatchNorm
+    statistics it uses."""
+
+    arch: Serial
+    kind: str
+    dtype: torch.dtype
+    cache: KernelCache | None = None
+    executor: str = "local"
+    monte_carlo: dict[str, int] | None = None
+
+    def get(self, x1: Tensor, x2: Tensor | None = None) -> kernel_cache.CachedKernel:
+        if self.monte_carlo is not None:
+            start = time.perf_counter()
+            k = self.arch.kernel(x1, x2, dtype=self.dtype, method="monte_carlo", **self.monte_carlo)
+            return kernel_cache.CachedKernel(k, "computed", time.perf_counter() - start, None, 0, 0, None)
+        return kernel_cache.kernel(self.arch, x1, x2, dtype=self.dtype, cache=self.cache, executor=self.executor)
+
+    def blocks(self, x: Tensor, x_train: Tensor) -> Iterator[tuple[Tensor, kernel_cache.CachedKernel]]:
+        """K(x, X_train) of ``kind`` by row blocks: from one cached (memory-mapped) test×train
+        kernel, else computed chunk by chunk (``PREDICT_ELEMENTS`` entries each), with how each
+        was obtained."""
+        rows = max(1, PREDICT_ELEMENTS // len(x_train))
+        if self.cache is not None and self.monte_carlo is None:
+            got = self.get(x, x_train)
+            k = getattr(got.kernel, self.kind)
+            for i in range(0, len(x), rows):
+                yield k[i:i + rows], got
+            return
+        for i in range(0, max(len(x), 1), rows):  # an empty x still reaches arch.kernel's error
+            got = self.get(x[i:i + rows], x_train)
+            yield getattr(got.kernel, self.kind), got
 
 
 @dataclass
 class KernelPredictor:
-    """f(x) = K(x, X) α with α = (K + λ tr(K)/n · I)⁻¹ Y, by chunks of test rows."""
+    """f(x) = K(x, X) α with α = (K + λ tr(K)/n · I)⁻¹ Y, by blocks of test rows. The first
+    ``predict`` (the runner's test set) logs ``kernel_cache_test`` (computed, resumed, hit)
+    and ``time_kernel_test_s`` to ``ctx``."""
 
-    kernel: KernelFn
-    kind: str
+    source: KernelSource
     x_train: Tensor
     alpha: Tensor
+    ctx: RunContext | None = None
 
     def predict(self, x: Tensor) -> Tensor:
-        rows = max(1, PREDICT_ELEMENTS // len(self.x_train))
-        return torch.cat([
-            (getattr(self.kernel(x[i:i + rows], self.x_train), self.kind) @ self.alpha).float()
-            for i in range(0, max(len(x), 1), rows)  # an empty x still reaches arch.kernel's error
-        ])
+        start, statuses, scores = time.perf_counter(), [], []
+        for k, got in self.source.blocks(x, self.x_train):
+            scores.append((k.to(self.alpha.device) @ self.alpha).float())
+            statuses.append(got.status)
+        if self.ctx is not None:
+            self.ctx.log_param("kernel_cache_test", _status(statuses))
+            self.ctx.log_metric("time_kernel_test_s", time.perf_counter() - start)
+            self.ctx = None
+        return torch.cat(scores)
+
+
+def _status(statuses: list[str]) -> str:
+    """One status for several blocks: ``hit`` only if all hit, ``resumed`` if any resumed."""
+    return next((s for s in ("resumed", "computed") if s in statuses), "hit")
 
 
 @dataclass
@@ -139,48 +199,52 @@ class _KernelRegression:
                              "numerically; use exact or auto")
         return self
 
-    def _kernel(self, dtype: torch.dtype) -> KernelFn:
-        """(x1, x2) -> Kernel by this run's kernel method."""
-        if self.kernel_method == "monte_carlo":
-            return lambda x1, x2=None: self.arch.kernel(x1, x2, dtype=dtype, method="monte_carlo",
-                                                        n_samples=self.mc_samples, width=self.mc_width, seed=self.seed)
-        return lambda x1, x2=None: self.arch.kernel(x1, x2, dtype=dtype)
+    def _source(self, dtype: torch.dtype, ctx: RunContext) -> KernelSource:
+        """This run's kernels: Monte Carlo in memory, else tiled, through ``ctx.kernel_cache`` if set."""
+        mc = (dict(n_samples=self.mc_samples, width=self.mc_width, seed=self.seed)
+              if self.kernel_method == "monte_carlo" else None)
+        cache = KernelCache(ctx.kernel_cache) if ctx.kernel_cache is not None and mc is None else None
+        return KernelSource(self.arch, self.kind, dtype, cache, ctx.executor, mc)
 
     def fit(self, x: Tensor, labels: Tensor, num_classes: int, ctx: RunContext | None = None) -> KernelPredictor:
+        """Fit on (x, labels). The train kernel K(X, X) is obtained once (``kernel_cache`` =
+        computed, resumed or hit; ``time_kernel_s``); each solver works on its own copy, so a
+        cached kernel is never written. Matrix-free without a cache recomputes K's blocks inside
+        CG and holds no n×n matrix."""
         check_inputs(x, labels, num_classes)
         ctx = ctx or RunContext()
         if self.kernel_method == "auto":
             return self.resolve(tuple(x.shape[1:])).fit(x, labels, num_classes, ctx)
         dtype = DTYPES[self.dtype]
-        kernel = self._kernel(dtype)
+        source = self._source(dtype, ctx)
         ctx.log_param("kernel_method", self.kernel_method)
         policy = replace(SolverPolicy.for_device(x.device), direct_time_s=self.direct_time_s)
         cg = CGSettings(self.cg_tolerance, self.max_cg_iterations, self.preconditioner_rank)
         choice = choose_solver(len(x), num_classes, dtype, memory_budget(self.memory_budget_gb, x.device),
                                self.ridge is not None, self.solver, policy, self.diagnostics, cg.preconditioner_rank)
         _log_choice(choice, policy, cg, self.max_jitter, self.diagnostics, ctx)
+        recomputed = choice.solver == "matrix_free" and source.cache is None and source.monte_carlo is None
+        # A kernel held in memory (no cache) stays beside the solver's copy: one n² more than the
+        # solver counts. A cached one is a memory map of a file, which the page cache can drop.
+        held = 0 if source.cache is not None or recomputed else torch.finfo(dtype).bits // 8
         x, labels = fit_budget(x, labels, self.max_n_train, self.memory_budget_gb, self.time_budget_s,
-                               choice.bytes_per_row, choice.bytes_per_pair,
-                               lambda rows: kernel(rows, None), self.seed, ctx)
+                               choice.bytes_per_row, choice.bytes_per_pair + held,
+                               lambda rows: replace(source, cache=None).get(rows), self.seed, ctx)
         y = centered_one_hot(labels, num_classes, dtype)
         n = len(x)
-        if self.kernel_method == "monte_carlo":
-            # One estimate of the whole train kernel: its networks (and any BatchNorm's statistics
-            # of the training inputs) are the same for every entry.
-            train = kernel(x, None)
-            se = getattr(train, f"{self.kind}_se")
-            ctx.log_metric("kernel_mc_relative_se", float(se.mean() / getattr(train, self.kind).abs().mean()))
-            block = dense_block(getattr(train, self.kind))
-        else:
-            block = kernel_block(kernel, x, self.kind)
         if self.kernel_method == "quadrature":
             self._log_quadrature_error(x[:QUADRATURE_CHECK_INPUTS], dtype, ctx)
+        k_train = None if recomputed else self._train_kernel(source, x, ctx)
+        if recomputed:
+            ctx.log_param("kernel_cache", "computed")  # block by block inside every product of CG
         if choice.solver == "matrix_free":
             ridge = self._ridge(None, y, choice, policy, ctx)
+            block = (kernel_block(self.arch, x, self.kind, dtype) if k_train is None
+                     else lambda rows, cols: k_train[rows][:, cols].to(x.device))
             k = KernelOperator(block_diagonal(block, n), block=block, tile=policy.tile, count=MatmulCount())
             result = cg_ridge(k, y, ridge, cg)
         else:
-            k = assemble_kernel(block, x.new_empty(n, n, dtype=dtype), policy.tile)
+            k = torch.empty(n, n, dtype=dtype, device=x.device).copy_(k_train)
             ridge = self._ridge(k, y, choice, policy, ctx)
             if choice.diagnostics:
                 log_kernel_diagnostics(k, y, ridge, ctx)
@@ -188,11 +252,26 @@ class _KernelRegression:
                 result = cg_ridge(KernelOperator(k.diagonal(), block=dense_block(k), tile=n, count=MatmulCount()),
                                   y, ridge, cg)
             else:  # eigh (the ridge is chosen) and cholesky: k is consumed by the factorization
-                result = cholesky_ridge_(k, y, ridge, lambda out: assemble_kernel(block, out, policy.tile),
+                result = cholesky_ridge_(k, y, ridge, lambda out: out.copy_(k_train),
                                          JitterPolicy(max_jitter=self.max_jitter))
         for key, value in result.metrics().items():
             ctx.log_metric(key, value)
-        return KernelPredictor(kernel, self.kind, x, result.alpha)
+        return KernelPredictor(source, x, result.alpha, ctx)
+
+    def _train_kernel(self, source: KernelSource, x: Tensor, ctx: RunContext) -> Tensor:
+        """K(X, X) of this method's kind, with how it was obtained and how long it took."""
+        got = source.get(x)
+        ctx.log_param("kernel_cache", got.status)
+        ctx.log_metric("time_kernel_s", got.seconds)
+        if got.tiles:
+            ctx.log_metric("kernel_tiles", got.tiles)
+            ctx.log_metric("kernel_tiles_computed", got.computed)
+        if source.monte_carlo is not None:
+            # One estimate of the whole train kernel: its networks (and any BatchNorm's statistics
+            # of the training inputs) are the same for every entry.
+            se = getattr(got.kernel, f"{self.kind}_se")
+            ctx.log_metric("kernel_mc_relative_se", float(se.mean() / getattr(got.kernel, self.kind).abs().mean()))
+        return getattr(got.kernel, self.kind)
 
     def _log_quadrature_error(self, x: Tensor, dtype: torch.dtype, ctx: RunContext) -> None:
         """Log max |K − K₂| / max |K₂|, K₂ the kernel at twice every Elementwise layer's degree."""
