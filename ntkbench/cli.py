@@ -8,6 +8,7 @@
     ntkbench store repair [--tracking-uri URI]
     ntkbench server start|stop|status [--dir DIR] [--port P]   (PostgreSQL + mlflow server for a team)
     ntkbench ui [--task T]
+    ntkbench run|study ... [--kernel-cache DIR|off]; ntkbench cache list|clear   (ntkbench.cli_cache)
 
 ``--help`` prints :data:`DESCRIPTION` and :data:`EPILOG`, plain text.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ntkbench import signals
+from ntkbench.cli_cache import add_cache_command, add_kernel_cache_options, cache_command, kernel_cache_options
 from ntkbench.registry import UnknownNameError
 
 if TYPE_CHECKING:
@@ -94,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", default=None, help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
     add_tracking_options(run)
     run.add_argument("--no-track", dest="tracking", action="store_const", const="off", help="same as --tracking off")
+    add_kernel_cache_options(run)
     add_quiet_option(run)
     board = sub.add_parser("leaderboard", help="render README.md, site/index.html and leaderboard.csv from the "
                                                "MLflow store and the committed entries")
@@ -115,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="an architecture option, e.g. --set arch.width=256 (repeatable)")
     study.add_argument("--tracking-uri", default=None)
     add_tracking_options(study)
+    add_kernel_cache_options(study)
     add_quiet_option(study)
     study.add_argument("--out", type=Path, default=Path("leaderboard/site"))
     report = sub.add_parser("report", help="render study-TASK.html and .md from the study's MLflow runs")
@@ -171,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     plan.add_argument("--measure-seconds", type=float, default=1.0,
                       help="time spent measuring this device's kernel rate (at least one pair)")
+    add_cache_command(sub)
     lst = sub.add_parser("list", help="list registered tasks, methods or architectures")
     lst.add_argument("what", choices=["tasks", "methods", "archs"])
     lst.add_argument("pattern", nargs="?", default="*")
@@ -242,12 +247,15 @@ def _main(args: argparse.Namespace) -> int:
         return _ui_command(args)
     if args.command == "plan":
         return _plan_command(args)
+    if args.command == "cache":
+        return cache_command(args)
     try:
         n_trains = parse_ints("--n-train", args.n_train, 1) if args.n_train else ()
+        kernel_cache, max_gb = kernel_cache_options(args)
         results = run(task=args.task, method=args.method, arch=args.arch, seeds=parse_ints("--seeds", args.seeds, 0),
                       options=parse_settings(args.set), device=args.device, tracking_uri=args.tracking_uri,
                       tracking=args.tracking, outbox=args.outbox, n_trains=n_trains, data_root=args.data_root,
-                      download=args.download, quiet=args.quiet)
+                      download=args.download, quiet=args.quiet, kernel_cache=kernel_cache, kernel_cache_max_gb=max_gb)
     except (ValueError, UnknownNameError) as e:
         print(f"ntkbench: error: {e}", file=sys.stderr)
         return 2
@@ -427,9 +435,11 @@ def _study_command(args: argparse.Namespace) -> int:
             bad = [k for k in settings if not k.startswith("arch.")]
             if bad:
                 raise ValueError(f"study --set takes architecture options arch.NAME=VALUE, got {', '.join(bad)}")
+            kernel_cache, max_gb = kernel_cache_options(args)
             results = run_study(args.task, arch=args.arch, quick=args.quick, tracking_uri=args.tracking_uri,
                                 arch_options={k[len("arch."):]: v for k, v in settings.items()},
-                                tracking=args.tracking, outbox=args.outbox, quiet=args.quiet)
+                                tracking=args.tracking, outbox=args.outbox, quiet=args.quiet,
+                                kernel_cache=kernel_cache, kernel_cache_max_gb=max_gb)
         except (ValueError, UnknownNameError) as e:
             print(f"ntkbench: error: {e}", file=sys.stderr)
             return 2

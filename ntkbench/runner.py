@@ -11,6 +11,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime, timezone
+from pathlib import Path
 
 import psutil
 import torch
@@ -67,7 +68,8 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
         track: bool = True, n_trains: tuple[int, ...] = (), data_root: str | None = None,
         download: bool = False, tags: dict[str, str] | None = None,
         nn_outputs: dict[tuple, torch.Tensor] | None = None, tracking: str = "mlflow",
-        outbox: str | None = None, quiet: bool = False, progress: RunProgress | None = None) -> list[RunRecord]:
+        outbox: str | None = None, quiet: bool = False, progress: RunProgress | None = None,
+        kernel_cache: str | Path | None = None, kernel_cache_max_gb: float | None = None) -> list[RunRecord]:
     """Run every (n_train, seed, method) on ``task`` with one architecture; one record per run.
 
     ``method`` is a name, a comma-separated list or ``all``. ``options`` are ``task.X``,
@@ -85,6 +87,11 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
     run's epochs or kernel tiles on a terminal, else one line per finished run; nothing with
     ``quiet``. ``progress`` counts these runs among more (the study passes its own).
 
+    ``kernel_cache`` is the directory of the kernel cache (``ntkbench.arch.cache``; None: the
+    kernels are computed in memory), where the ntk and nngp runs find or leave their kernels;
+    after the grid, least-recently-used complete entries are evicted down to
+    ``kernel_cache_max_gb`` (None: no eviction).
+
     Everything is checked before the first run, and a bad value raises a one-line ValueError
     with nothing written: names, every option's type and range (options of methods that are not
     run too), repeated methods, ``n_trains`` together with ``task.n_train``, and the data. A run
@@ -95,6 +102,9 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
     if n_trains and "n_train" in groups["task"]:
         raise ValueError(f"--n-train {','.join(map(str, n_trains))} and task.n_train={groups['task']['n_train']} "
                          "both set n_train; give one of them")
+    if kernel_cache_max_gb is not None and not kernel_cache_max_gb >= 0:
+        raise ValueError(f"kernel_cache_max_gb must be a number of GB >= 0, got {kernel_cache_max_gb!r}")
+    kernel_cache = Path(kernel_cache) if kernel_cache is not None else None
     dev = resolve_device(device)
     arch_options = arch_lib.resolve(arch, **groups["arch"])
     network = arch_lib.get(arch, **arch_options)
@@ -131,8 +141,12 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
             signals.check()
             shown.start(f"{shown.context or name} seed {seed}" + (f" n_train {sizes[i]['n_train']}" if len(sizes) > 1 else ""))
             records.append(_grid_run(datasets[i, seed], name, seed, groups, network, arch, arch_options, env, dev,
-                                     tracker, nn_outputs, tags))
+                                     tracker, nn_outputs, tags, kernel_cache))
             shown.finish(records[-1])
+        if kernel_cache is not None and kernel_cache_max_gb is not None:
+            from ntkbench.arch.cache import KernelCache
+
+            KernelCache(kernel_cache).evict(kernel_cache_max_gb * 2**30)
     finally:
         if progress is None:
             shown.close()
@@ -140,7 +154,8 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
 
 
 def _grid_run(data, name: str, seed: int, groups, network, arch: str, arch_options, env: Environment, dev, tracker,
-              nn_outputs: dict[tuple, torch.Tensor], tags: dict[str, str] | None) -> RunRecord:
+              nn_outputs: dict[tuple, torch.Tensor], tags: dict[str, str] | None,
+              kernel_cache: Path | None = None) -> RunRecord:
     """One (data set, method, seed) of the grid; a run that others linearize leaves its test
     outputs in ``nn_outputs``, and one that linearizes is compared with them."""
     model = method_lib.resolved(method_lib.get(name, network, seed, **dict(groups[name])),
@@ -150,7 +165,7 @@ def _grid_run(data, name: str, seed: int, groups, network, arch: str, arch_optio
     data_key = (data.name, arch, canonical_json(arch_options), canonical_json(task_options), seed)
     reference = method_lib.linearizes(name)
     result, scores = _run_one(data, model, config, env, network, dev, tracker,
-                              nn_outputs.get((reference, *data_key)) if reference else None, tags)
+                              nn_outputs.get((reference, *data_key)) if reference else None, tags, kernel_cache)
     if scores is not None:
         nn_outputs[(name, *data_key)] = scores.cpu()
     return result
@@ -162,9 +177,10 @@ def _options(model) -> dict[str, object]:
 
 
 def _run_one(data, model, config: Config, env: Environment, network, dev, tracker, reference: torch.Tensor | None,
-             tags: dict[str, str] | None) -> tuple[RunRecord, torch.Tensor | None]:
+             tags: dict[str, str] | None, kernel_cache: Path | None = None) -> tuple[RunRecord, torch.Tensor | None]:
     """Fit and evaluate one run inside its tracked scope; returns its record and test outputs
-    (None unless it FINISHED). The record goes to MLflow as ``record.json``."""
+    (None unless it FINISHED). The record goes to MLflow as ``record.json``. The method gets
+    the ``kernel_cache`` directory through its ``RunContext``."""
     x, y = (t.to(dev) for t in data.train)
     x_test, y_test = (t.to(dev) for t in data.test)
     seed = model.seed
@@ -172,7 +188,7 @@ def _run_one(data, model, config: Config, env: Environment, network, dev, tracke
               "device": dev.type, **{f"task.{k}": v for k, v in config.task_options.items()},
               **{f"arch.{k}": v for k, v in config.arch_options.items()},
               **{f"method.{k}": v for k, v in config.method_options.items()}}
-    ctx = method_lib.RunContext()
+    ctx = method_lib.RunContext(kernel_cache=kernel_cache)
     record = RunRecord(config, seed, len(x), "FAILED", env)
     scope, tracked = nullcontext(None), None
     if tracker is not None:
@@ -181,7 +197,8 @@ def _run_one(data, model, config: Config, env: Environment, network, dev, tracke
     try:
         with scope as tracked:
             if tracked:
-                ctx = method_lib.RunContext(tracked.log_metric, tracked.log_param, tracked.log_dict)
+                ctx = method_lib.RunContext(tracked.log_metric, tracked.log_param, tracked.log_dict,
+                                            kernel_cache=kernel_cache)
             try:
                 evaluation, scores = _fit_and_evaluate(model, ctx, x, y, x_test, y_test, data.num_classes, network, dev)
                 gap = linearization_gap(scores, reference.to(scores.device)) if reference is not None else {}

@@ -143,6 +143,15 @@ def arch_identity(arch: Serial) -> str:
         return repr(arch)
 
 
+def arch_label(identity: str) -> str:
+    """A short name for listings: the spec's layer names (``flatten dense relu ...``), else the repr."""
+    try:
+        spec = json.loads(identity)
+    except ValueError:
+        return identity
+    return " ".join(f"residual({len(e[1])}|{len(e[2])})" if e[0] == "residual" else e[0] for e in spec)
+
+
 def row_digests(x: torch.Tensor) -> np.ndarray:
     """(n, 16) uint8: BLAKE2b-128 of each row's dtype, shape and bytes."""
     a = np.ascontiguousarray(x.detach().cpu().numpy())
@@ -297,7 +306,7 @@ class KernelCache:
         out = []
         for path, meta in self._metas():
             used = path / "used"
-            out.append(Entry(path.name, path, meta.get("arch", "?"), meta.get("rows", 0), meta.get("cols", 0),
+            out.append(Entry(path.name, path, arch_label(meta.get("arch", "?")), meta.get("rows", 0), meta.get("cols", 0),
                              meta.get("dtype", "?"), _size(path), (path / "complete").exists(),
                              used.stat().st_mtime if used.exists() else (path / "entry.json").stat().st_mtime))
         return sorted(out, key=lambda e: e.last_used, reverse=True)

@@ -9,6 +9,7 @@ is swept at the largest n_train only; the n_train sweep runs at label noise 0.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ntkbench.study.grid import QUICK_GRID, STUDY_GRID, StudyGrid
@@ -29,14 +30,16 @@ def _task_options(name: str, task: str, arch: str, grid: StudyGrid) -> dict[str,
 
 def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None = None, quick: bool = False,
               tracking_uri: str | None = None, grid: StudyGrid | None = None, device: str = "auto",
-              tracking: str = "mlflow", outbox: str | None = None, quiet: bool = False) -> list[RunRecord]:
+              tracking: str = "mlflow", outbox: str | None = None, quiet: bool = False,
+              kernel_cache: str | Path | None = None, kernel_cache_max_gb: float | None = None) -> list[RunRecord]:
     """Run ``grid`` (default :data:`STUDY_GRID`, or :data:`QUICK_GRID` with ``quick``) on ``task``
     and ``teacher``: one :func:`ntkbench.runner.run` per (task, variant, label noise), all tagged
     with one study id. n_train values are capped to the task's training set size. The variants
     run in the grid's order and share one store of test outputs, so a linearization compares
     its outputs with the run of the network it linearizes. ``tracking`` and ``outbox`` are the
     runner's. Progress (:mod:`ntkbench.progress`) counts over the whole study, and names each run
-    by task, variant, label noise, seed and n_train; nothing with ``quiet``."""
+    by task, variant, label noise, seed and n_train; nothing with ``quiet``. ``kernel_cache`` is
+    the runner's; its eviction to ``kernel_cache_max_gb`` runs once, after the whole study."""
     from ntkbench import runner
     from ntkbench import tasks as task_lib
     from ntkbench.progress import RunProgress
@@ -65,5 +68,9 @@ def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None 
             records += runner.run(task=name, method=variant.method, arch=arch, seeds=grid.seeds, device=device,
                                   options=options, tracking_uri=tracking_uri, n_trains=sizes,
                                   tags={**tags, VARIANT_TAG: variant.label}, nn_outputs=outputs,
-                                  tracking=tracking, outbox=outbox, progress=progress)
+                                  tracking=tracking, outbox=outbox, progress=progress, kernel_cache=kernel_cache)
+    if kernel_cache is not None and kernel_cache_max_gb is not None:
+        from ntkbench.arch.cache import KernelCache
+
+        KernelCache(kernel_cache).evict(kernel_cache_max_gb * 2**30)
     return records
