@@ -45,6 +45,7 @@ from ntkbench.solvers import (
     SolverChoice,
     SolverName,
     SolverPolicy,
+    assemble_kernel,
     block_diagonal,
     cg_ridge,
     cholesky_ridge_,
@@ -207,10 +208,13 @@ class _KernelRegression:
         return KernelSource(self.arch, self.kind, dtype, cache, ctx.executor, mc)
 
     def fit(self, x: Tensor, labels: Tensor, num_classes: int, ctx: RunContext | None = None) -> KernelPredictor:
-        """Fit on (x, labels). The train kernel K(X, X) is obtained once (``kernel_cache`` =
-        computed, resumed or hit; ``time_kernel_s``); each solver works on its own copy, so a
-        cached kernel is never written. Matrix-free without a cache recomputes K's blocks inside
-        CG and holds no n×n matrix."""
+        """Fit on (x, labels), logging how K(X, X) was obtained (``kernel_cache``) and the time
+        it took (``time_kernel_s``). With a cache, K is one memory-mapped entry (computed,
+        resumed or hit) whose blocks the solver reads: a direct solve assembles its own copy (the
+        Cholesky factorizes that copy, never the cache), matrix-free CG reads the blocks in each
+        product. Without one, ``tiled_kernel`` computes K's blocks in memory where the solver
+        needs them (status computed): one n×n copy for a direct solve, none for matrix-free CG,
+        which recomputes them in each product (no ``time_kernel_s`` then)."""
         check_inputs(x, labels, num_classes)
         ctx = ctx or RunContext()
         if self.kernel_method == "auto":
@@ -223,28 +227,29 @@ class _KernelRegression:
         choice = choose_solver(len(x), num_classes, dtype, memory_budget(self.memory_budget_gb, x.device),
                                self.ridge is not None, self.solver, policy, self.diagnostics, cg.preconditioner_rank)
         _log_choice(choice, policy, cg, self.max_jitter, self.diagnostics, ctx)
-        recomputed = choice.solver == "matrix_free" and source.cache is None and source.monte_carlo is None
-        # A kernel held in memory (no cache) stays beside the solver's copy: one n² more than the
-        # solver counts. A cached one is a memory map of a file, which the page cache can drop.
-        held = 0 if source.cache is not None or recomputed else torch.finfo(dtype).bits // 8
         x, labels = fit_budget(x, labels, self.max_n_train, self.memory_budget_gb, self.time_budget_s,
-                               choice.bytes_per_row, choice.bytes_per_pair + held,
+                               choice.bytes_per_row, choice.bytes_per_pair,
                                lambda rows: replace(source, cache=None).get(rows), self.seed, ctx)
         y = centered_one_hot(labels, num_classes, dtype)
         n = len(x)
         if self.kernel_method == "quadrature":
             self._log_quadrature_error(x[:QUADRATURE_CHECK_INPUTS], dtype, ctx)
-        k_train = None if recomputed else self._train_kernel(source, x, ctx)
-        if recomputed:
-            ctx.log_param("kernel_cache", "computed")  # block by block inside every product of CG
+        in_memory = source.cache is None and source.monte_carlo is None
+        if in_memory:  # only one n×n matrix is held (the solver's), as the memory budget counts
+            ctx.log_param("kernel_cache", "computed")
+            block = kernel_block(self.arch, x, self.kind, dtype)
+        else:  # a memory map of the cache, or the Monte Carlo estimate: the solver reads its blocks
+            k_train = self._train_kernel(source, x, ctx)
+            block = lambda rows, cols: k_train[rows][:, cols].to(x.device)  # noqa: E731
         if choice.solver == "matrix_free":
             ridge = self._ridge(None, y, choice, policy, ctx)
-            block = (kernel_block(self.arch, x, self.kind, dtype) if k_train is None
-                     else lambda rows, cols: k_train[rows][:, cols].to(x.device))
             k = KernelOperator(block_diagonal(block, n), block=block, tile=policy.tile, count=MatmulCount())
             result = cg_ridge(k, y, ridge, cg)
         else:
-            k = torch.empty(n, n, dtype=dtype, device=x.device).copy_(k_train)
+            start = time.perf_counter()
+            k = assemble_kernel(block, x.new_empty(n, n, dtype=dtype), policy.tile)  # the solver's own copy
+            if in_memory:
+                ctx.log_metric("time_kernel_s", time.perf_counter() - start)
             ridge = self._ridge(k, y, choice, policy, ctx)
             if choice.diagnostics:
                 log_kernel_diagnostics(k, y, ridge, ctx)
@@ -252,7 +257,7 @@ class _KernelRegression:
                 result = cg_ridge(KernelOperator(k.diagonal(), block=dense_block(k), tile=n, count=MatmulCount()),
                                   y, ridge, cg)
             else:  # eigh (the ridge is chosen) and cholesky: k is consumed by the factorization
-                result = cholesky_ridge_(k, y, ridge, lambda out: out.copy_(k_train),
+                result = cholesky_ridge_(k, y, ridge, lambda out: assemble_kernel(block, out, policy.tile),
                                          JitterPolicy(max_jitter=self.max_jitter))
         for key, value in result.metrics().items():
             ctx.log_metric(key, value)
