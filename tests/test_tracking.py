@@ -17,7 +17,8 @@ from ntkbench.methods.nn import NN
 from ntkbench.tracking import RECORD_ID_TAG
 
 TINY = {"task.n_train": 60, "task.n_test": 30, "arch.depth": 1, "arch.width": 16, "nn.epochs": 2}
-ARGS = ["--task", "iris", "--method", "nn,ntk", *[f"--set={k}={v}" for k, v in TINY.items()]]
+# No kernel cache: a second run would log kernel_cache=hit where the first logged computed.
+ARGS = ["--task", "iris", "--method", "nn,ntk", "--kernel-cache", "off", *[f"--set={k}={v}" for k, v in TINY.items()]]
 EXACT = ("test_accuracy", "test_mse", "train_accuracy", "train_loss", "n_params")
 """Metrics that a rerun of the same config reproduces exactly (times and memory vary)."""
 NO_MLFLOW = "import sys; sys.modules['mlflow'] = None; from ntkbench.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -169,7 +170,7 @@ def test_without_mlflow_the_default_mode_says_what_to_do_and_off_needs_none(work
     assert err.count("\n") == 1 and "MLflow cannot be imported" in err and "use --tracking offline" in err
     for off in (["--tracking", "off"], ["--no-track"]):
         assert cli.main(["run", "--task", "iris", "--method", "ntk", *off]) == 0
-    assert list(workdir.iterdir()) == []
+    assert [p.name for p in workdir.iterdir()] == [".ntkbench"]  # the kernel cache, and no tracking files
 
 
 def test_a_study_records_offline_with_its_study_tags(workdir, monkeypatch):

@@ -33,7 +33,7 @@ Locking. Computing or resuming holds an exclusive ``fcntl.flock`` on the entry's
 a second process asking for the same entry **waits** (saying so on stderr), then finds it
 complete (a hit) or, if the first process died, resumes it. Hits take a shared lock while they
 open the files. Eviction and ``clear`` take the exclusive lock without waiting and skip an entry
-in use. Locks are advisory and local to a host's kernel (NFS needs its own lock daemon).
+in use (``arch.locks``).
 
 Eviction (``evict``): least-recently-used complete entries are removed until the cache holds at
 most ``max_bytes`` (apparent file sizes); partial entries stay, to be resumed, until ``clear``.
@@ -41,16 +41,12 @@ most ``max_bytes`` (apparent file sizes); partial entries stay, to be resumed, u
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-import shutil
-import sys
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -59,6 +55,7 @@ import numpy as np
 import torch
 
 from ntkbench.arch.kernel import Kernel
+from ntkbench.arch.locks import locked, remove_unless_locked
 from ntkbench.arch.serial import Serial
 from ntkbench.arch.tiled import MANIFEST, tiled_kernel
 
@@ -210,7 +207,7 @@ class KernelCache:
                     found = self._load(*hit)
             if found is not None:
                 return CachedKernel(found, "hit", time.perf_counter() - start, key, 0, 0, None)
-            with _locked(path, exclusive=True, create=True) as ok:
+            with locked(path, exclusive=True, create=True) as ok:
                 if not ok:
                     continue
                 if not (path / "complete").exists():
@@ -253,7 +250,7 @@ class KernelCache:
         read under a shared lock; None if the entry is missing, partial, or removed meanwhile."""
         if not (path / "complete").exists():
             return None
-        with _locked(path, exclusive=False, create=False) as ok:
+        with locked(path, exclusive=False, create=False) as ok:
             if not ok or not (path / "complete").exists():
                 return None
             maps = {name: np.load(path / "kernel" / f"{name}.npy", mmap_mode="c")
@@ -320,16 +317,20 @@ class KernelCache:
         for entry in reversed(entries):
             if total <= max_bytes:
                 break
-            if entry.complete and _remove(entry.path):
+            if entry.complete and remove_unless_locked(entry.path):
                 total -= entry.size_bytes
                 removed.append(entry)
         return removed
 
     def clear(self) -> tuple[list[Entry], list[Entry]]:
-        """Remove every entry: (removed, left because another process holds it)."""
+        """Remove every entry: (removed, left because another process holds it). Folders of
+        entries killed before their ``entry.json`` was written go too, unless locked."""
         removed, busy = [], []
         for entry in self.entries():
-            (removed if _remove(entry.path) else busy).append(entry)
+            (removed if remove_unless_locked(entry.path) else busy).append(entry)
+        for path in self.root.iterdir() if self.root.is_dir() else ():
+            if path.is_dir() and not (path / "entry.json").exists():
+                remove_unless_locked(path)
         return removed, busy
 
 
@@ -358,52 +359,6 @@ def _gather(m: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     for a in range(0, len(rows), step):
         out[a:a + step] = m[rows[a:a + step]][:, cols]
     return out
-
-
-@contextmanager
-def _locked(path: Path, exclusive: bool, create: bool) -> Iterator[bool]:
-    """Hold the entry's flock; yields False when the entry is gone (or was replaced) by the time
-    the lock is held, so the caller looks again."""
-    if create:
-        path.mkdir(parents=True, exist_ok=True)
-    lock = path / "lock"
-    try:
-        fd = os.open(lock, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
-    except FileNotFoundError:
-        yield False
-        return
-    try:
-        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"ntkbench: kernel cache entry {path} is being computed by another process; waiting for it",
-                  file=sys.stderr)
-            fcntl.flock(fd, mode)
-        try:
-            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        yield same
-    finally:
-        os.close(fd)
-
-
-def _remove(path: Path) -> bool:
-    """Remove an entry unless another process holds its lock; True if removed."""
-    try:
-        fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except FileNotFoundError:
-        return False
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        shutil.rmtree(path, ignore_errors=True)
-        return True
-    finally:
-        os.close(fd)
 
 
 def _done_tiles(out: Path) -> int:
