@@ -302,10 +302,14 @@ class KernelCache:
         """Every entry with a readable ``entry.json``, most recently used first."""
         out = []
         for path, meta in self._metas():
-            used = path / "used"
-            out.append(Entry(path.name, path, arch_label(meta.get("arch", "?")), meta.get("rows", 0), meta.get("cols", 0),
-                             meta.get("dtype", "?"), _size(path), (path / "complete").exists(),
-                             used.stat().st_mtime if used.exists() else (path / "entry.json").stat().st_mtime))
+            try:  # an entry removed meanwhile is left out
+                used = path / "used"
+                last = (used if used.exists() else path / "entry.json").stat().st_mtime
+                out.append(Entry(path.name, path, arch_label(meta.get("arch", "?")), meta.get("rows", 0),
+                                 meta.get("cols", 0), meta.get("dtype", "?"), _size(path),
+                                 (path / "complete").exists(), last))
+            except OSError:
+                continue
         return sorted(out, key=lambda e: e.last_used, reverse=True)
 
     def evict(self, max_bytes: float) -> list[Entry]:

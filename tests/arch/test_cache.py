@@ -6,7 +6,6 @@ import fcntl
 import os
 import threading
 
-import numpy as np
 import pytest
 import torch
 
@@ -123,7 +122,7 @@ def test_cli_run_evicts_and_cache_lists_and_clears(tmp_path, capsys):
     assert all(" complete " in line and "float64" in line and "flatten dense relu dense" in line for line in lines[1:3])
     assert lines[3].startswith("total: 2 entries, ") and lines[3].endswith(f" in {cache}")
     assert cli.main(["cache", "clear", "--kernel-cache", str(cache)]) == 0
-    assert capsys.readouterr().out.startswith(f"cache clear: removed 2 entries (")
+    assert capsys.readouterr().out.startswith("cache clear: removed 2 entries (")
     assert cli.main(["cache", "list", "--kernel-cache", str(cache)]) == 0
     assert capsys.readouterr().out == f"total: 0 entries, 0 MB in {cache}\n"
 

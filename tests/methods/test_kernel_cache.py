@@ -80,7 +80,7 @@ def test_a_subset_of_cached_rows_is_a_hit(tmp_path, kernel_calls):
     """The task's n_train subsets do not nest (each is standardized with its own statistics),
     so the subset is taken here, as ``max_n_train`` or a user would."""
     data = tasks.get("digits", n_train=200, n_test=30)
-    (x, y), (xt, yt) = data.train, data.test
+    (x, y), (xt, _) = data.train, data.test
     arch = get("mlp", depth=1, width=16)
     ntk = methods.get("ntk", arch, ridge=1e-3)
     big = RunContext(kernel_cache=tmp_path)
