@@ -25,7 +25,8 @@ Lookup (``KernelCache.get``), in this order:
    caller stay in its memory and never reach the file);
 2. a complete entry of the same family whose rows contain every requested row and whose columns
    every requested column (by digest, in any order; a symmetric request takes symmetric
-   entries only, so that K stays exactly symmetric): a hit, K[rows][:, cols] read from it;
+   entries only, so that K stays exactly symmetric): a hit, K[rows][:, cols] copied from it, in
+   chunks, into the exact key's entry (so every result is a file: the out-of-core solver maps it);
 3. otherwise the exact key's entry is computed, or resumed from its manifest when a run stopped
    halfway (``resumed``). A request whose two sides have the same rows is the symmetric one.
 
@@ -57,7 +58,7 @@ import torch
 from ntkbench.arch.kernel import Kernel
 from ntkbench.arch.locks import locked, remove_unless_locked
 from ntkbench.arch.serial import Serial
-from ntkbench.arch.tiled import MANIFEST, tiled_kernel
+from ntkbench.arch.tiled import ARRAYS, MANIFEST, tiled_kernel
 
 KERNEL_CODE_VERSION = 1
 """Bumped whenever the kernel of some layer changes its values: entries of other versions are
@@ -66,7 +67,7 @@ CACHE_ENV, TILE_ENV = "NTKBENCH_KERNEL_CACHE", "NTKBENCH_KERNEL_TILE"
 DEFAULT_DIR = Path(".ntkbench") / "kernels"
 DEFAULT_MAX_GB = 20.0
 ROW_DIGEST_BYTES = 16
-# Numbers per chunk when a submatrix is gathered from a cached entry (128 MB in float64).
+# Numbers per chunk when a submatrix is copied from a cached entry (128 MB in float64).
 GATHER_ELEMENTS = 1 << 24
 Status = Literal["computed", "resumed", "hit"]
 
@@ -76,7 +77,8 @@ class CachedKernel:
     """The kernel (host tensors; memory-mapped when it comes from the cache) and how it was
     obtained: ``status``, the ``seconds`` it took (hashing, waiting and loading included), the
     entry's ``key`` (None without a cache), the ``tiles`` of the computation and how many of
-    them this call ``computed`` (0 for a hit), and the tile side (None for a hit)."""
+    them this call ``computed`` (0 for a hit), the tile side (None for a hit), and the entry's
+    folder (``path / "kernel" / "ntk.npy"`` is K's file; None without a cache)."""
 
     kernel: Kernel
     status: Status
@@ -85,6 +87,7 @@ class CachedKernel:
     tiles: int
     computed: int
     tile: int | None
+    path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -200,36 +203,26 @@ class KernelCache:
         key = _sha([family, h1.tobytes().hex(), "symmetric" if h2 is None else h2.tobytes().hex()])[:32]
         path = self.root / key
         while True:  # each pass ends in a result, or retries because an entry vanished under it
-            found = self._load(path, None, None)
-            if found is None:
-                hit = self._superset(family, h1, h2)
-                if hit is not None:
-                    found = self._load(*hit)
+            found = self._load(path)
             if found is not None:
-                return CachedKernel(found, "hit", time.perf_counter() - start, key, 0, 0, None)
+                return CachedKernel(found, "hit", time.perf_counter() - start, key, 0, 0, None, path)
             with locked(path, exclusive=True, create=True) as ok:
                 if not ok:
                     continue
+                status, run = "hit", None  # unless this process fills it: another one may have meanwhile
                 if not (path / "complete").exists():
-                    status, run = self._compute(path, arch, x1, x2, h1, h2, family, dtype, device, executor)
-                else:  # another process finished it while this one waited
-                    status, run = "hit", None
-            found = self._load(path, None, None)
+                    _describe(path, arch, h1, h2, family, dtype, tuple(x1.shape[1:]))
+                    superset = self._superset(family, h1, h2)
+                    if superset is None or not _materialize(path / "kernel", *superset):
+                        status, run = self._compute(path, arch, x1, x2, dtype, device, executor)
+                    (path / "complete").touch()
+            found = self._load(path)
             if found is not None:
                 tiles = (run.tiles, run.computed, run.tile) if run is not None else (0, 0, None)
-                return CachedKernel(found, status, time.perf_counter() - start, key, *tiles)
+                return CachedKernel(found, status, time.perf_counter() - start, key, *tiles, path)
 
-    def _compute(self, path: Path, arch: Serial, x1, x2, h1, h2, family: str, dtype: torch.dtype, device,
-                 executor: str):
-        """Fill the entry under its exclusive lock: (status, ``TiledKernel``)."""
-        if not (path / "entry.json").exists():
-            np.save(path / "rows1.npy", h1)
-            if h2 is not None:
-                np.save(path / "rows2.npy", h2)
-            _write_json(path / "entry.json", {
-                "family": family, "arch": arch_identity(arch), "dtype": str(dtype).removeprefix("torch."),
-                "code": code_version(), "rows": len(h1), "cols": len(h1 if h2 is None else h2),
-                "symmetric": h2 is None, "input_shape": list(x1.shape[1:])})
+    def _compute(self, path: Path, arch: Serial, x1, x2, dtype: torch.dtype, device, executor: str):
+        """Fill the entry by ``tiled_kernel`` under its exclusive lock: (status, ``TiledKernel``)."""
         out = path / "kernel"
         resumed = _done_tiles(out) > 0
         options = dict(dtype=dtype, device=device, out=out, tile=tile_from_env(), **_executor(executor))
@@ -242,26 +235,20 @@ class KernelCache:
             warnings.warn(f"kernel cache entry {path.name}: cannot resume ({e}); computing it again",
                           RuntimeWarning, stacklevel=3)
             run, resumed = tiled_kernel(arch, x1, x2, restart=True, **options), False
-        (path / "complete").touch()
         return ("resumed" if resumed and run.computed < run.tiles else "computed"), run
 
-    def _load(self, path: Path, rows: np.ndarray | None, cols: np.ndarray | None) -> Kernel | None:
-        """The complete entry's kernel (``rows``/``cols``: index arrays into it, None for all),
-        read under a shared lock; None if the entry is missing, partial, or removed meanwhile."""
+    def _load(self, path: Path) -> Kernel | None:
+        """The complete entry's kernel, memory-mapped copy-on-write under a shared lock; None if
+        the entry is missing, partial, or removed meanwhile."""
         if not (path / "complete").exists():
             return None
         with locked(path, exclusive=False, create=False) as ok:
             if not ok or not (path / "complete").exists():
                 return None
-            maps = {name: np.load(path / "kernel" / f"{name}.npy", mmap_mode="c")
-                    for name in ("nngp", "ntk", "cov1", "cov2")}
+            maps = {name: np.load(path / "kernel" / f"{name}.npy", mmap_mode="c") for name in ARRAYS}
             (path / "used").touch()
         if not (path / "rows2.npy").exists():  # symmetric: one diagonal
             maps["cov2"] = maps["cov1"]
-        if rows is not None:
-            cols = rows if cols is None else cols
-            maps = {"nngp": _gather(maps["nngp"], rows, cols), "ntk": _gather(maps["ntk"], rows, cols),
-                    "cov1": maps["cov1"][rows], "cov2": maps["cov2"][cols]}
         t = {name: torch.from_numpy(m) for name, m in maps.items()}
         return Kernel(t["nngp"], t["ntk"], t["cov1"], t["cov2"], "none")
 
@@ -349,20 +336,44 @@ def _positions(cached: np.ndarray, wanted: np.ndarray) -> np.ndarray | None:
         return None
 
 
-def _gather(m: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """m[rows][:, cols]: a view when both are contiguous ranges, else a copy gathered in chunks
-    of rows (at most ``GATHER_ELEMENTS`` numbers of m read at once)."""
-    def span(index):
-        return slice(int(index[0]), int(index[0]) + len(index)) if np.array_equal(
-            index, np.arange(index[0], index[0] + len(index))) else None
+def _describe(path: Path, arch: Serial, h1: np.ndarray, h2: np.ndarray | None, family: str, dtype: torch.dtype,
+              input_shape: tuple[int, ...]) -> None:
+    """Write a new entry's row digests and then its ``entry.json`` (last: it marks the entry)."""
+    if (path / "entry.json").exists():
+        return
+    np.save(path / "rows1.npy", h1)
+    if h2 is not None:
+        np.save(path / "rows2.npy", h2)
+    _write_json(path / "entry.json", {
+        "family": family, "arch": arch_identity(arch), "dtype": str(dtype).removeprefix("torch."),
+        "code": code_version(), "rows": len(h1), "cols": len(h1 if h2 is None else h2), "symmetric": h2 is None,
+        "input_shape": list(input_shape)})
 
-    if span(rows) is not None and span(cols) is not None:
-        return m[span(rows), span(cols)]
-    out = np.empty((len(rows), len(cols)), m.dtype)
-    step = max(1, GATHER_ELEMENTS // m.shape[1])
-    for a in range(0, len(rows), step):
-        out[a:a + step] = m[rows[a:a + step]][:, cols]
-    return out
+
+def _materialize(out: Path, source: Path, rows: np.ndarray, cols: np.ndarray | None) -> bool:
+    """Write K[rows][:, cols] of the complete entry ``source`` (held under a shared lock, so it
+    is not evicted meanwhile) into ``out`` as an entry's arrays; False if ``source`` is gone."""
+    cols = rows if cols is None else cols
+    with locked(source, exclusive=False, create=False) as ok:
+        if not ok or not (source / "complete").exists():
+            return False
+        src = {name: np.load(source / "kernel" / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
+        if not (source / "rows2.npy").exists():
+            src["cov2"] = src["cov1"]
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MANIFEST).unlink(missing_ok=True)  # a killed computation's, now superseded
+        for name in ("nngp", "ntk"):
+            dst = np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=src[name].dtype,
+                                            shape=(len(rows), len(cols)))
+            step = max(1, GATHER_ELEMENTS // src[name].shape[1])
+            for a in range(0, len(rows), step):  # at most GATHER_ELEMENTS numbers of the source at once
+                dst[a:a + step] = src[name][rows[a:a + step]][:, cols]
+            dst.flush()
+            del dst
+        np.save(out / "cov1.npy", src["cov1"][rows])
+        np.save(out / "cov2.npy", src["cov2"][cols])
+        (source / "used").touch()
+    return True
 
 
 def _done_tiles(out: Path) -> int:

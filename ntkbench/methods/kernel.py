@@ -37,6 +37,7 @@ from ntkbench.methods.base import (
 )
 from ntkbench.options import check_range
 from ntkbench.solvers import (
+    CG_SOLVERS,
     Block,
     CGSettings,
     JitterPolicy,
@@ -51,6 +52,7 @@ from ntkbench.solvers import (
     cholesky_ridge_,
     choose_solver,
     dense_block,
+    out_of_core_ridge,
 )
 
 # Kernel entries per test chunk in ``predict``: the chunk's nngp and ntk take 1 GB in float64.
@@ -211,8 +213,9 @@ class _KernelRegression:
         """Fit on (x, labels), logging how K(X, X) was obtained (``kernel_cache``) and the time
         it took (``time_kernel_s``). With a cache, K is one memory-mapped entry (computed,
         resumed or hit) whose blocks the solver reads: a direct solve assembles its own copy (the
-        Cholesky factorizes that copy, never the cache), matrix-free CG reads the blocks in each
-        product. Without one, ``tiled_kernel`` computes K's blocks in memory where the solver
+        Cholesky factorizes that copy, never the cache), out-of-core CG streams row blocks of its
+        file (``solvers.out_of_core``; ``auto`` picks it when K does not fit the memory budget),
+        matrix-free CG reads the blocks in each product. Without one, ``tiled_kernel`` computes K's blocks in memory where the solver
         needs them (status computed): one n×n copy for a direct solve, none for matrix-free CG,
         which recomputes them in each product (no ``time_kernel_s`` then)."""
         check_inputs(x, labels, num_classes)
@@ -225,7 +228,8 @@ class _KernelRegression:
         policy = replace(SolverPolicy.for_device(x.device), direct_time_s=self.direct_time_s)
         cg = CGSettings(self.cg_tolerance, self.max_cg_iterations, self.preconditioner_rank)
         choice = choose_solver(len(x), num_classes, dtype, memory_budget(self.memory_budget_gb, x.device),
-                               self.ridge is not None, self.solver, policy, self.diagnostics, cg.preconditioner_rank)
+                               self.ridge is not None, self.solver, policy, self.diagnostics, cg.preconditioner_rank,
+                               kernel_on_disk=source.cache is not None)
         _log_choice(choice, policy, cg, self.max_jitter, self.diagnostics, ctx)
         x, labels = fit_budget(x, labels, self.max_n_train, self.memory_budget_gb, self.time_budget_s,
                                choice.bytes_per_row, choice.bytes_per_pair,
@@ -239,9 +243,14 @@ class _KernelRegression:
             ctx.log_param("kernel_cache", "computed")
             block = kernel_block(self.arch, x, self.kind, dtype)
         else:  # a memory map of the cache, or the Monte Carlo estimate: the solver reads its blocks
-            k_train = self._train_kernel(source, x, ctx)
+            got = self._train_kernel(source, x, ctx)
+            k_train = getattr(got.kernel, self.kind)
             block = lambda rows, cols: k_train[rows][:, cols].to(x.device)  # noqa: E731
-        if choice.solver == "matrix_free":
+        if choice.solver == "out_of_core":  # CG streaming row blocks of the cached file
+            ridge = self._ridge(None, y, choice, policy, ctx)
+            result = out_of_core_ridge(got.path / "kernel" / f"{self.kind}.npy", y, ridge, cg, device=x.device,
+                                       executor=ctx.executor)
+        elif choice.solver == "matrix_free":
             ridge = self._ridge(None, y, choice, policy, ctx)
             k = KernelOperator(block_diagonal(block, n), block=block, tile=policy.tile, count=MatmulCount())
             result = cg_ridge(k, y, ridge, cg)
@@ -263,8 +272,8 @@ class _KernelRegression:
             ctx.log_metric(key, value)
         return KernelPredictor(source, x, result.alpha, ctx)
 
-    def _train_kernel(self, source: KernelSource, x: Tensor, ctx: RunContext) -> Tensor:
-        """K(X, X) of this method's kind, with how it was obtained and how long it took."""
+    def _train_kernel(self, source: KernelSource, x: Tensor, ctx: RunContext) -> kernel_cache.CachedKernel:
+        """K(X, X), logging how it was obtained and how long it took."""
         got = source.get(x)
         ctx.log_param("kernel_cache", got.status)
         ctx.log_metric("time_kernel_s", got.seconds)
@@ -276,7 +285,7 @@ class _KernelRegression:
             # of the training inputs) are the same for every entry.
             se = getattr(got.kernel, f"{self.kind}_se")
             ctx.log_metric("kernel_mc_relative_se", float(se.mean() / getattr(got.kernel, self.kind).abs().mean()))
-        return getattr(got.kernel, self.kind)
+        return got
 
     def _log_quadrature_error(self, x: Tensor, dtype: torch.dtype, ctx: RunContext) -> None:
         """Log max |K − K₂| / max |K₂|, K₂ the kernel at twice every Elementwise layer's degree."""
@@ -324,7 +333,7 @@ def _log_choice(choice: SolverChoice, policy: SolverPolicy, cg: CGSettings, max_
     ctx.log_param("solver_reason", choice.reason)
     for key in ("eigh_max_n", "cholesky_max_n", "direct_time_s", "tile"):
         ctx.log_param(f"solver_{key}", getattr(policy, key))
-    if choice.solver in ("cg", "matrix_free"):
+    if choice.solver in CG_SOLVERS:
         for key, value in cg.params().items():
             ctx.log_param(key, value)
     else:

@@ -5,7 +5,7 @@ import torch
 
 from ntkbench import arch, methods, runner, tasks
 from ntkbench.methods import RunContext
-from ntkbench.solvers import SOLVERS, kernel_ridge, loo_ridge
+from ntkbench.solvers import CG_SOLVERS, SOLVERS, kernel_ridge, loo_ridge
 
 TASK = tasks.get("iris", n_train=60, n_test=30)
 ARCH = arch.get("mlp", depth=1, width=16)
@@ -14,8 +14,8 @@ FAST = {"task.n_train": 60, "task.n_test": 30, "arch.depth": 1, "arch.width": 16
 TIGHT = {"cg_tolerance": 1e-6, "max_cg_iterations": 500, "preconditioner_rank": 20}
 
 
-def fit(kind="ntk", **options):
-    ctx = RunContext()
+def fit(kind="ntk", kernel_cache=None, **options):
+    ctx = RunContext(kernel_cache=kernel_cache)
     x, labels = TASK.train
     predictor = methods.get(kind, ARCH, **options).fit(x, labels, TASK.num_classes, ctx)
     return predictor.predict(TASK.test[0]).double(), ctx
@@ -47,13 +47,14 @@ def cg_error_bound(kind: str, ridge: float, residual_max: float) -> float:
 
 @pytest.mark.parametrize("kind", ["ntk", "nngp"])
 @pytest.mark.parametrize("solver", SOLVERS[1:])
-def test_each_solver_gives_the_reference_predictions(kind, solver):
+def test_each_solver_gives_the_reference_predictions(kind, solver, tmp_path):
     ridge = 1e-2
-    pred, ctx = fit(kind, ridge=ridge, solver=solver, **(TIGHT if solver in ("cg", "matrix_free") else {}))
+    cache = tmp_path if solver == "out_of_core" else None  # it reads K from the kernel cache's file
+    pred, ctx = fit(kind, cache, ridge=ridge, solver=solver, **(TIGHT if solver in CG_SOLVERS else {}))
     expected = reference(kind, ridge)
     # The iris NTK at ridge 1e-2 has kappa(K + lam' I) below 1e4: Cholesky is good to ~1e-12; CG
     # to the bound its residual gives (cg_error_bound; measured 5e-7 against a bound of 4e-6).
-    iterative = solver in ("cg", "matrix_free")
+    iterative = solver in CG_SOLVERS
     atol = cg_error_bound(kind, ridge, ctx.metrics["solver_residual_max"]) if iterative else 1e-10
     torch.testing.assert_close(pred, expected.float().double(), rtol=0, atol=atol + 1e-6)  # predict returns float32
     assert ctx.params["solver"] == solver and ctx.params["solver_reason"] == "requested"
@@ -119,8 +120,9 @@ def test_eigh_with_a_fixed_ridge_is_refused():
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
-def test_runner_end_to_end(solver):
+def test_runner_end_to_end(solver, tmp_path):
     options = {**FAST, "ntk.solver": solver, **({} if solver == "eigh" else {"ntk.ridge": 1e-2})}
-    (result,) = runner.run(task="iris", method="ntk", options=options, track=False)
+    (result,) = runner.run(task="iris", method="ntk", options=options, track=False,
+                           kernel_cache=tmp_path if solver == "out_of_core" else None)
     assert result.status == "FINISHED", result.error
     assert result.evaluation.test_accuracy > 0.8
