@@ -173,13 +173,8 @@ def kernel(arch: Serial, x1: torch.Tensor, x2: torch.Tensor | None = None, *, dt
     if cache is not None:
         return cache.get(arch, x1, x2, dtype=dtype, device=device, executor=executor)
     start = time.perf_counter()
-    run = tiled_kernel(arch, x1, x2, dtype=dtype, device=device, tile=tile_from_env(), **_executor(executor))
+    run = tiled_kernel(arch, x1, x2, dtype=dtype, device=device, tile=tile_from_env(), executor=executor)
     return CachedKernel(run.kernel, "computed", time.perf_counter() - start, None, run.tiles, run.computed, run.tile)
-
-
-def _executor(executor: str) -> dict[str, str]:
-    """``tiled_kernel``'s executor option, passed only when it is not the in-process default."""
-    return {} if executor == "local" else {"executor": executor}
 
 
 class KernelCache:
@@ -225,7 +220,7 @@ class KernelCache:
         """Fill the entry by ``tiled_kernel`` under its exclusive lock: (status, ``TiledKernel``)."""
         out = path / "kernel"
         resumed = _done_tiles(out) > 0
-        options = dict(dtype=dtype, device=device, out=out, tile=tile_from_env(), **_executor(executor))
+        options = dict(dtype=dtype, device=device, out=out, tile=tile_from_env(), executor=executor)
         try:
             run = tiled_kernel(arch, x1, x2, **options)
         except ValueError as e:
