@@ -277,9 +277,10 @@ class _KernelRegression:
         got = source.get(x)
         ctx.log_param("kernel_cache", got.status)
         ctx.log_metric("time_kernel_s", got.seconds)
-        if got.tiles:
+        if got.tiles:  # computed or resumed: the tiles, how many this run computed, their side
             ctx.log_metric("kernel_tiles", got.tiles)
             ctx.log_metric("kernel_tiles_computed", got.computed)
+            ctx.log_metric("kernel_tile", got.tile)
         if source.monte_carlo is not None:
             # One estimate of the whole train kernel: its networks (and any BatchNorm's statistics
             # of the training inputs) are the same for every entry.

@@ -62,7 +62,7 @@ def test_ntk_and_nngp_compute_each_kernel_tile_once(tmp_path, kernel_calls, monk
     assert ntk.status == nngp.status == "FINISHED"
     assert (ntk.params["kernel_cache"], ntk.params["kernel_cache_test"]) == ("computed", "computed")
     assert (nngp.params["kernel_cache"], nngp.params["kernel_cache_test"]) == ("hit", "hit")
-    assert ntk.metrics["kernel_tiles"] == ntk.metrics["kernel_tiles_computed"] == 10
+    assert ntk.metrics["kernel_tiles"] == ntk.metrics["kernel_tiles_computed"] == 10 and ntk.metrics["kernel_tile"] == 16
     assert ntk.metrics["time_kernel_s"] > 0 and nngp.metrics["time_kernel_s"] > 0
     done = _done(tmp_path)
     assert sorted(map(len, done.values())) == [10, 12]
