@@ -15,7 +15,8 @@ pair-tensor elements moved, transcendental maps). Two times come out of it:
   GPU-hours the kernel takes there.
 
 Memory is the train kernel's nngp and ntk (2·n²·bytes), and the solver is the one
-``solvers.choose_solver`` would pick on this device with the kernel methods' default budget.
+``solvers.choose_solver`` would pick on this device with the kernel methods' default budget and
+the kernel in the kernel cache on disk, as ``ntkbench run`` keeps it.
 Task sizes come from loading the task, except for the downsampled-ImageNet tasks, whose sizes are
 known without their files (``SIZES``).
 """
@@ -135,7 +136,8 @@ def plan(task: str, arch_name: str, options: dict[str, object], dtype: torch.dty
     kernel_bytes = 2 * n * n * item
     policy = SolverPolicy.for_device(device)
     budget = memory_budget(DEFAULT_MEMORY_GB, device)
-    choice = choose_solver(n, sizes.num_classes, dtype, budget, False, "auto", policy, False, 100)
+    # ntkbench run keeps its kernels in the kernel cache, on disk (--kernel-cache)
+    choice = choose_solver(n, sizes.num_classes, dtype, budget, False, "auto", policy, False, 100, kernel_on_disk=True)
     lines.append(f"  memory: train kernel (nngp and ntk) {fmt.megabytes(kernel_bytes / 2**20)}; test×train "
                  f"{fmt.megabytes(2 * m * n * item / 2**20)}; budget {fmt.megabytes(budget / 2**20)}")
     lines.append(f"  solver: {choice.solver} ({choice.reason})")
