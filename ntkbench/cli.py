@@ -5,6 +5,7 @@
     ntkbench leaderboard | export RUN_ID... | validate PATH
     ntkbench study --task T [--arch A] [--quick] | report --task T [--study-id ID]
     ntkbench run|study ... --tracking offline [--outbox DIR]; later: ntkbench sync [--outbox DIR] [--lease S]
+    ntkbench run|study ... --executor ray [--ray-address ADDR] [--ray-gpus-per-run G] [--ray-cpus-per-run C]
     ntkbench store repair [--tracking-uri URI]
     ntkbench server start|stop|status [--dir DIR] [--port P]   (PostgreSQL + mlflow server for a team)
     ntkbench ui [--task T]
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ntkbench import signals
+from ntkbench.distributed.flags import add_executor_options, executor_options
 from ntkbench.registry import UnknownNameError
 
 if TYPE_CHECKING:
@@ -93,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     run.add_argument("--tracking-uri", default=None, help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
     add_tracking_options(run)
+    add_executor_options(run)
     run.add_argument("--no-track", dest="tracking", action="store_const", const="off", help="same as --tracking off")
     add_quiet_option(run)
     board = sub.add_parser("leaderboard", help="render README.md, site/index.html and leaderboard.csv from the "
@@ -115,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="an architecture option, e.g. --set arch.width=256 (repeatable)")
     study.add_argument("--tracking-uri", default=None)
     add_tracking_options(study)
+    add_executor_options(study)
     add_quiet_option(study)
     study.add_argument("--out", type=Path, default=Path("leaderboard/site"))
     report = sub.add_parser("report", help="render study-TASK.html and .md from the study's MLflow runs")
@@ -218,7 +222,7 @@ def _main(args: argparse.Namespace) -> int:
         results = run(task=args.task, method=args.method, arch=args.arch, seeds=parse_ints("--seeds", args.seeds, 0),
                       options=parse_settings(args.set), device=args.device, tracking_uri=args.tracking_uri,
                       tracking=args.tracking, outbox=args.outbox, n_trains=n_trains, data_root=args.data_root,
-                      download=args.download, quiet=args.quiet)
+                      download=args.download, quiet=args.quiet, **executor_options(args))
     except (ValueError, UnknownNameError) as e:
         print(f"ntkbench: error: {e}", file=sys.stderr)
         return 2
@@ -400,7 +404,8 @@ def _study_command(args: argparse.Namespace) -> int:
                 raise ValueError(f"study --set takes architecture options arch.NAME=VALUE, got {', '.join(bad)}")
             results = run_study(args.task, arch=args.arch, quick=args.quick, tracking_uri=args.tracking_uri,
                                 arch_options={k[len("arch."):]: v for k, v in settings.items()},
-                                tracking=args.tracking, outbox=args.outbox, quiet=args.quiet)
+                                tracking=args.tracking, outbox=args.outbox, quiet=args.quiet,
+                                **executor_options(args))
         except (ValueError, UnknownNameError) as e:
             print(f"ntkbench: error: {e}", file=sys.stderr)
             return 2
