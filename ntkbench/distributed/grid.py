@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,6 +107,8 @@ class RunSpec:
     data_key: tuple
     returns_outputs: bool
     """Whether the run's test outputs go back (a method that others linearize)."""
+    git_commit: str
+    """The driver's commit: the workers run the driver's code (:func:`_connect`)."""
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,7 @@ def run_plans(plans: list[GridPlan], device: str = "auto", tracking: str = "mlfl
 
     check(device, options)
     options = options or RayOptions()
-    ray = connect(address)
+    ray = _connect(address)
     device = _cluster_device(ray, device, options, address)
     target = _tracking(tracking, tracking_uri, outbox, {p.datasets[i, s].name for p in plans for i, s, _ in p.runs})
     specs, configs, labels = _specs(plans, device, target, options, uuid.uuid4().hex)
@@ -148,6 +150,30 @@ def run_plans(plans: list[GridPlan], device: str = "auto", tracking: str = "mlfl
     finally:
         if progress is None:
             shown.close()
+
+
+def _connect(address: str | None):
+    """Ray, connected as :func:`~ntkbench.distributed.connect` does. A connection made here
+    ships this process's ntkbench to the workers (Ray's ``py_modules``), so that they run the
+    driver's code whatever the cluster has installed; an existing connection is kept as it is.
+    The signal handlers that ``ray.init`` replaces (SIGTERM) are put back: Ctrl-C and SIGTERM
+    still stop the grid at a safe point (:mod:`ntkbench.signals`)."""
+    import signal
+    import threading
+
+    import ntkbench
+
+    ray = require_ray()
+    if ray.is_initialized():
+        return ray
+    main = threading.current_thread() is threading.main_thread()
+    handlers = {s: signal.getsignal(s) for s in signals.SIGNALS} if main else {}
+    try:
+        return connect(address, runtime_env={"py_modules": [str(Path(ntkbench.__file__).parent)]})
+    finally:
+        for number, handler in handlers.items():
+            if signal.getsignal(number) is not handler and handler is not None:
+                signal.signal(number, handler)
 
 
 def _cluster_device(ray, device: str, options: RayOptions, address: str | None) -> str:
@@ -199,6 +225,7 @@ def _specs(plans: list[GridPlan], device: str, target: Tracking | None, options:
     from ntkbench import methods as method_lib
     from ntkbench.runner import configured, data_key
     from ntkbench.tracking.attempts import grid_key
+    from ntkbench.tracking.environment import git_commit
 
     references = {method_lib.linearizes(m) for m in method_lib.METHODS.list()} - {None}
     specs, configs, labels = [], [], []
@@ -211,7 +238,8 @@ def _specs(plans: list[GridPlan], device: str, target: Tracking | None, options:
                 plan.task, {"seed": seed, **plan.groups["task"], **plan.sizes[i]}, name, dict(plan.groups[name]),
                 plan.arch, dict(plan.arch_options), seed, device, max(1, int(options.cpus_per_run)),
                 grid_key(grid_id, config.fingerprint, seed, n_train), dict(plan.tags or {}), target, n_train,
-                method_lib.linearizes(name), data_key(data, plan.arch, plan.arch_options, seed), name in references))
+                method_lib.linearizes(name), data_key(data, plan.arch, plan.arch_options, seed), name in references,
+                git_commit()))
             configs.append(config)
             labels.append(plan.label(i, seed, name))
     return specs, configs, labels
@@ -258,6 +286,7 @@ class _Submitted:
                         result = ray.get(ref)
                     except ray.exceptions.RayError as e:
                         if self._reference_lost(index):  # run it as the local loop would: without the gap
+                            del self.depends[index]
                             waiting[self.task.remote(self.specs[index], None)] = index
                             continue
                         result = self._failed(e, index, configs[index])
@@ -335,7 +364,8 @@ def _run_task(spec: RunSpec, reference: TaskResult | torch.Tensor | None) -> Tas
     tags = {**spec.tags, GRID_KEY_TAG: spec.key, ATTEMPT_TAG: str(attempt or 0)}
     outputs = {} if reference is None else {(spec.reference, *spec.data_key): reference}
     record = _grid_run(data, spec.method, spec.seed, {spec.method: spec.method_options}, network, spec.arch,
-                       spec.arch_options, environment(dev), dev, tracker, outputs, tags)
+                       spec.arch_options, replace(environment(dev), git_commit=spec.git_commit), dev, tracker,
+                       outputs, tags)
     mine = outputs.get((spec.method, *spec.data_key)) if spec.returns_outputs else None
     return TaskResult(record, mine, time.perf_counter() - started)
 
