@@ -4,6 +4,7 @@ where Ray is missing or the address does not answer."""
 
 from __future__ import annotations
 
+import os
 import socket
 from types import ModuleType
 
@@ -28,8 +29,11 @@ def connect(address: str | None = None, **init_options) -> ModuleType:
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, **init_options)
         except ConnectionError as e:
+            auth = ("; a cluster with token authentication (what `ray start` turns on where ~/.ray/auth_token "
+                    "exists) also needs RAY_AUTH_MODE=token here" if address not in (None, "auto")
+                    and "RAY_AUTH_MODE" not in os.environ else "")
             raise ValueError(f"no Ray cluster answers at {address!r} ({e}); start one with `ray start --head` "
-                             "and pass the address it prints") from None
+                             f"and pass the address it prints{auth}") from None
     return ray
 
 
