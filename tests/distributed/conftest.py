@@ -1,5 +1,6 @@
 """One real local Ray cluster for the session's distributed tests: ``ray.init(num_cpus=2,
-num_gpus=2)``. Its GPUs are logical: Ray schedules by the count (and sets each task's
+num_gpus=2)``, always a new one (``address="local"``: not a cluster that ``ray start`` left
+running on the machine). Its GPUs are logical: Ray schedules by the count (and sets each task's
 ``CUDA_VISIBLE_DEVICES``) without hardware.
 
 The workers import this checkout's ntkbench, whatever the venv has installed, and the method
@@ -22,7 +23,7 @@ PLUGINS = Path(__file__).resolve().parent / "plugins"
 @pytest.fixture(scope="session")
 def ray_cluster():
     ray = pytest.importorskip("ray", reason="the distributed tests need Ray: pip install 'ntkbench[ray]'")
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(ROOT), str(PLUGINS)])}})
     # Both workers import torch, ntkbench and MLflow (seconds each) while the first test's driver
     # side works; a lambda, as conftest is no module the workers can import by name.

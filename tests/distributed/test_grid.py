@@ -12,6 +12,7 @@ methods would be expected to agree to ~1e-12.
 import math
 import os
 import shutil
+import sys
 import time
 
 import mlflow
@@ -130,13 +131,17 @@ def test_two_runs_asking_one_gpu_each_get_different_gpus(ray_cluster, tmp_path):
     assert {visible_a, visible_b} == {str(ids_a[0]), str(ids_b[0])}
 
 
-def test_bad_executor_settings_are_one_line_errors(capsys, unused_port):
+def test_bad_executor_settings_are_one_line_errors(capsys, unused_port, monkeypatch):
     assert cli.main(["run", "--task", "iris", "--ray-gpus-per-run", "0.5"]) == 2
     assert "--ray-gpus-per-run is for --executor ray" in capsys.readouterr().err
     assert cli.main(["run", "--task", "iris", "--executor", "ray", "--ray-gpus-per-run", "1.5"]) == 2
     assert "expected a fraction in (0, 1] or a whole number" in capsys.readouterr().err
     with pytest.raises(ValueError, match=f"no Ray cluster answers at '127.0.0.1:{unused_port}'"):
         _probe(f"127.0.0.1:{unused_port}")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    assert cli.main(["run", "--task", "iris", "--executor", "ray"]) == 2
+    assert capsys.readouterr().err == ("ntkbench: error: --executor ray needs Ray, which is not installed; "
+                                       "pip install 'ntkbench[ray]'\n")
 
 
 @pytest.fixture
