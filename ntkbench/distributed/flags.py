@@ -12,7 +12,7 @@ def add_executor_options(parser: argparse.ArgumentParser) -> None:
                              "cluster (pip install 'ntkbench[ray]'), retried if its worker dies")
     parser.add_argument("--ray-address", default=None, metavar="ADDR",
                         help="the Ray cluster's address (`ray start --head` prints it; auto finds a local one); "
-                             "default $RAY_ADDRESS, else a new cluster on this machine")
+                             "default $RAY_ADDRESS, else the one `ray start` runs on this machine, else a new one")
     parser.add_argument("--ray-gpus-per-run", default=None, metavar="G",
                         help="GPUs each run asks for when it runs on CUDA: a fraction in (0, 1] shares a GPU, "
                              "or a whole number (default 1)")
