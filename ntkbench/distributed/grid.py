@@ -119,12 +119,15 @@ class TaskResult:
 
 
 def check(device: str, options: RayOptions | None) -> None:
-    """Ray is installed and ``device`` is auto, cpu or cuda; else a one-line ValueError."""
+    """Ray is installed, ``device`` is auto, cpu or cuda, and no GPUs are asked for CPU runs; else a
+    one-line ValueError."""
     require_ray()
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be one of auto, cpu, cuda, got {device!r}")
     if options is not None and not isinstance(options, RayOptions):
         raise ValueError(f"ray_options must be a RayOptions, got {type(options).__name__}")
+    if device == "cpu" and options is not None and options.gpus_per_run is not None:
+        _gpus_for_cpu_runs(options, "--device cpu")
 
 
 def run_plans(plans: list[GridPlan], device: str = "auto", tracking: str = "mlflow", tracking_uri: str | None = None,
@@ -156,8 +159,9 @@ def _connect(address: str | None):
     """Ray, connected as :func:`~ntkbench.distributed.connect` does. A connection made here
     ships this process's ntkbench to the workers (Ray's ``py_modules``), so that they run the
     driver's code whatever the cluster has installed; an existing connection is kept as it is.
-    The signal handlers that ``ray.init`` replaces (SIGTERM) are put back: Ctrl-C and SIGTERM
+    Ray's INFO lines are left out. The signal handlers that ``ray.init`` replaces (SIGTERM) are put back: Ctrl-C and SIGTERM
     still stop the grid at a safe point (:mod:`ntkbench.signals`)."""
+    import logging
     import signal
     import threading
 
@@ -169,7 +173,8 @@ def _connect(address: str | None):
     main = threading.current_thread() is threading.main_thread()
     handlers = {s: signal.getsignal(s) for s in signals.SIGNALS} if main else {}
     try:
-        return connect(address, runtime_env={"py_modules": [str(Path(ntkbench.__file__).parent)]})
+        return connect(address, runtime_env={"py_modules": [str(Path(ntkbench.__file__).parent)]},
+                       logging_level=logging.WARNING)  # not Ray's INFO lines about starting and packaging
     finally:
         for number, handler in handlers.items():
             if signal.getsignal(number) is not handler and handler is not None:
@@ -181,8 +186,10 @@ def _cluster_device(ray, device: str, options: RayOptions, address: str | None) 
     node can meet would wait forever."""
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
-    device = ("cuda" if gpus > 0 else "cpu") if device == "auto" else device
     where = f"the Ray cluster at {address}" if address else "the local Ray cluster"
+    if options.gpus_per_run is not None and device == "auto" and not gpus:
+        _gpus_for_cpu_runs(options, f"no node of {where} has a GPU")
+    device = ("cuda" if gpus > 0 else "cpu") if device == "auto" else device
     needed = options.resources(device)
     if needed["num_gpus"] > gpus:
         raise ValueError(f"each run asks for {needed['num_gpus']:g} GPU(s) but no node of {where} has that many "
@@ -192,6 +199,11 @@ def _cluster_device(ray, device: str, options: RayOptions, address: str | None) 
         raise ValueError(f"each run asks for {needed['num_cpus']:g} CPU(s) but no node of {where} has that many "
                          f"(at most {cpus:g}); use a smaller --ray-cpus-per-run")
     return device
+
+
+def _gpus_for_cpu_runs(options: RayOptions, why: str) -> None:
+    raise ValueError(f"--ray-gpus-per-run {options.gpus_per_run:g} is for runs on CUDA, but these run on the CPU "
+                     f"({why}); leave it out, or use --device cuda on a cluster with GPUs")
 
 
 def _tracking(mode: str, uri: str | None, outbox: str | None, experiments: set[str]) -> Tracking | None:
@@ -235,11 +247,13 @@ def _specs(plans: list[GridPlan], device: str, target: Tracking | None, options:
             _, config = configured(data, name, seed, plan.groups[name], plan.network, plan.arch, plan.arch_options)
             n_train = len(data.train[0])
             specs.append(RunSpec(
-                plan.task, {"seed": seed, **plan.groups["task"], **plan.sizes[i]}, name, dict(plan.groups[name]),
-                plan.arch, dict(plan.arch_options), seed, device, max(1, int(options.cpus_per_run)),
-                grid_key(grid_id, config.fingerprint, seed, n_train), dict(plan.tags or {}), target, n_train,
-                method_lib.linearizes(name), data_key(data, plan.arch, plan.arch_options, seed), name in references,
-                git_commit()))
+                task=plan.task, task_options={"seed": seed, **plan.groups["task"], **plan.sizes[i]}, method=name,
+                method_options=dict(plan.groups[name]), arch=plan.arch, arch_options=dict(plan.arch_options),
+                seed=seed, device=device, threads=max(1, int(options.cpus_per_run)),
+                key=grid_key(grid_id, config.fingerprint, seed, n_train), tags=dict(plan.tags or {}),
+                tracking=target, n_train=n_train, reference=method_lib.linearizes(name),
+                data_key=data_key(data, plan.arch, plan.arch_options, seed), returns_outputs=name in references,
+                git_commit=git_commit()))
             configs.append(config)
             labels.append(plan.label(i, seed, name))
     return specs, configs, labels

@@ -136,6 +136,8 @@ def test_bad_executor_settings_are_one_line_errors(capsys, unused_port, monkeypa
     assert "--ray-gpus-per-run is for --executor ray" in capsys.readouterr().err
     assert cli.main(["run", "--task", "iris", "--executor", "ray", "--ray-gpus-per-run", "1.5"]) == 2
     assert "expected a fraction in (0, 1] or a whole number" in capsys.readouterr().err
+    assert cli.main(["run", "--task", "iris", "--executor", "ray", "--device", "cpu", "--ray-gpus-per-run", "1"]) == 2
+    assert "is for runs on CUDA, but these run on the CPU (--device cpu)" in capsys.readouterr().err
     with pytest.raises(ValueError, match=f"no Ray cluster answers at '127.0.0.1:{unused_port}'"):
         _probe(f"127.0.0.1:{unused_port}")
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
