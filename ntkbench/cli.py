@@ -8,6 +8,8 @@
     ntkbench store repair [--tracking-uri URI]
     ntkbench server start|stop|status [--dir DIR] [--port P]   (PostgreSQL + mlflow server for a team)
     ntkbench ui [--task T]
+    ntkbench plan --task T --arch A [--set arch.X=...]   (kernel entries, time, memory, solver)
+    ntkbench run|study ... --executor ray [--ray-address ADDR] [--ray-gpus-per-run G] [--ray-cpus-per-run C]
     ntkbench run|study ... [--kernel-cache DIR|off]; ntkbench cache list|clear   (ntkbench.cli_cache)
 
 ``--help`` prints :data:`DESCRIPTION` and :data:`EPILOG`, plain text.
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from ntkbench import signals
 from ntkbench.cli_cache import add_cache_command, add_kernel_cache_options, cache_command, kernel_cache_options
+from ntkbench.distributed.flags import add_executor_options, executor_options
 from ntkbench.registry import UnknownNameError
 
 if TYPE_CHECKING:
@@ -97,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tracking_options(run)
     run.add_argument("--no-track", dest="tracking", action="store_const", const="off", help="same as --tracking off")
     add_kernel_cache_options(run)
+    add_executor_options(run)
     add_quiet_option(run)
     board = sub.add_parser("leaderboard", help="render README.md, site/index.html and leaderboard.csv from the "
                                                "MLflow store and the committed entries")
@@ -119,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--tracking-uri", default=None)
     add_tracking_options(study)
     add_kernel_cache_options(study)
+    add_executor_options(study)
     add_quiet_option(study)
     study.add_argument("--out", type=Path, default=Path("leaderboard/site"))
     report = sub.add_parser("report", help="render study-TASK.html and .md from the study's MLflow runs")
@@ -255,7 +260,8 @@ def _main(args: argparse.Namespace) -> int:
         results = run(task=args.task, method=args.method, arch=args.arch, seeds=parse_ints("--seeds", args.seeds, 0),
                       options=parse_settings(args.set), device=args.device, tracking_uri=args.tracking_uri,
                       tracking=args.tracking, outbox=args.outbox, n_trains=n_trains, data_root=args.data_root,
-                      download=args.download, quiet=args.quiet, kernel_cache=kernel_cache, kernel_cache_max_gb=max_gb)
+                      download=args.download, quiet=args.quiet, kernel_cache=kernel_cache, kernel_cache_max_gb=max_gb,
+                      **executor_options(args))
     except (ValueError, UnknownNameError) as e:
         print(f"ntkbench: error: {e}", file=sys.stderr)
         return 2
@@ -439,7 +445,7 @@ def _study_command(args: argparse.Namespace) -> int:
             results = run_study(args.task, arch=args.arch, quick=args.quick, tracking_uri=args.tracking_uri,
                                 arch_options={k[len("arch."):]: v for k, v in settings.items()},
                                 tracking=args.tracking, outbox=args.outbox, quiet=args.quiet,
-                                kernel_cache=kernel_cache, kernel_cache_max_gb=max_gb)
+                                kernel_cache=kernel_cache, kernel_cache_max_gb=max_gb, **executor_options(args))
         except (ValueError, UnknownNameError) as e:
             print(f"ntkbench: error: {e}", file=sys.stderr)
             return 2

@@ -91,16 +91,17 @@ class RunProgress:
         if self._bar is not None:
             self._bar.set_description(f"{self.unit} {self.index}/{self.total} {label}")
 
-    def finish(self, record: RunRecord) -> None:
+    def finish(self, record: RunRecord, seconds: float | None = None) -> None:
         """The run that :meth:`start` began has ended with ``record``: in ``lines`` mode one line
-        ``run i/total label: <outcome> in <wall time>``; in the other modes a run that did not
-        finish gets one line ``ntkbench: run i/total label failed: <error>`` (above the bar)."""
+        ``run i/total label: <outcome> in <wall time>`` (``seconds``, else the time since
+        :meth:`start`: a run that ran elsewhere gives its own); in the other modes a run that did
+        not finish gets one line ``ntkbench: run i/total label failed: <error>`` (above the bar)."""
         if self._token is not None:
             _inner.reset(self._token)
             self._token = None
         name = f"{self.unit} {self.index}/{self.total} {self.label}"
         if self.mode == "lines":
-            seconds = time.perf_counter() - self._started
+            seconds = time.perf_counter() - self._started if seconds is None else seconds
             print(f"{name}: {outcome(record)} in {fmt.seconds(seconds)}", file=self.stream, flush=True)
         elif record.evaluation is None:
             tqdm.write(f"ntkbench: {name} {record.status.lower()}: {record.error}", file=self.stream)

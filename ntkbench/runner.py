@@ -9,15 +9,17 @@ import inspect
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 import torch
 
 from ntkbench import signals
 from ntkbench import arch as arch_lib
+from ntkbench.distributed import EXECUTORS
 from ntkbench import methods as method_lib
 from ntkbench import tasks as task_lib
 from ntkbench.methods.base import NonFiniteError, centered_one_hot
@@ -25,6 +27,9 @@ from ntkbench.progress import RunProgress
 from ntkbench.record import FINGERPRINT_TAG, RECORD_ARTIFACT, Config, Environment, Evaluation, RunRecord, canonical_json
 from ntkbench.tasks.base import identity_options
 from ntkbench.tracking.environment import environment
+
+if TYPE_CHECKING:
+    from ntkbench.distributed.grid import RayOptions
 
 
 def resolve_device(device: str) -> torch.device:
@@ -63,13 +68,47 @@ def method_names(method: str) -> list[str]:
     return sorted(names, key=lambda name: name not in references)
 
 
+@dataclass(frozen=True)
+class GridPlan:
+    """A checked grid of runs on one task and architecture, its data sets built: every
+    (n_train, seed, method) of :attr:`runs`, in the order the local loop runs them (the methods
+    that others linearize first). ``context`` is what progress calls these runs by instead of
+    their method (the study's ``iris taylor@5 p=0.5``); ``tags`` go to every run."""
+
+    task: str
+    names: tuple[str, ...]
+    seeds: tuple[int, ...]
+    groups: dict[str, dict[str, object]]
+    arch: str
+    arch_options: dict[str, object]
+    network: object
+    sizes: tuple[dict[str, int], ...]
+    datasets: dict[tuple[int, int], object]
+    tags: dict[str, str] | None = None
+    context: str | None = None
+    kernel_cache: Path | None = None
+
+    @property
+    def runs(self) -> list[tuple[int, int, str]]:
+        """(index into ``sizes``, seed, method) of every run, in grid order."""
+        return [(i, seed, name) for i in range(len(self.sizes)) for seed in self.seeds for name in self.names]
+
+    def label(self, i: int, seed: int, name: str, context: str | None = None) -> str:
+        """What progress calls a run: ``nn seed 0`` (``… n_train 100`` when n_train is swept),
+        with ``context`` or :attr:`context` for the method's name."""
+        size = f" n_train {self.sizes[i]['n_train']}" if len(self.sizes) > 1 else ""
+        return f"{context or self.context or name} seed {seed}{size}"
+
+
 def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tuple[int, ...] = (0,),
         options: dict[str, object] | None = None, device: str = "auto", tracking_uri: str | None = None,
         track: bool = True, n_trains: tuple[int, ...] = (), data_root: str | None = None,
         download: bool = False, tags: dict[str, str] | None = None,
         nn_outputs: dict[tuple, torch.Tensor] | None = None, tracking: str = "mlflow",
         outbox: str | None = None, quiet: bool = False, progress: RunProgress | None = None,
-        kernel_cache: str | Path | None = None, kernel_cache_max_gb: float | None = None) -> list[RunRecord]:
+        executor: str = "local", ray_address: str | None = None,
+        ray_options: RayOptions | None = None, kernel_cache: str | Path | None = None,
+        kernel_cache_max_gb: float | None = None) -> list[RunRecord]:
     """Run every (n_train, seed, method) on ``task`` with one architecture; one record per run.
 
     ``method`` is a name, a comma-separated list or ``all``. ``options`` are ``task.X``,
@@ -83,29 +122,89 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
     several calls (the study does) so that linearizations of a later call get their
     linearization gap against a reference run of an earlier one.
 
-    Progress goes to stderr (:mod:`ntkbench.progress`): a bar over the runs with the current
-    run's epochs or kernel tiles on a terminal, else one line per finished run; nothing with
-    ``quiet``. ``progress`` counts these runs among more (the study passes its own).
+    ``executor`` ``local`` (the default) runs the grid in this process, one run after another;
+    ``ray`` sends each run as a task to the Ray cluster at ``ray_address`` (None: a new local
+    one, or ``$RAY_ADDRESS``), with the resources and retries of ``ray_options``
+    (:mod:`ntkbench.distributed.grid`): the same records, in the same order.
 
     ``kernel_cache`` is the directory of the kernel cache (``ntkbench.arch.cache``; None: the
     kernels are computed in memory), where the ntk and nngp runs find or leave their kernels;
     after the grid, least-recently-used complete entries are evicted down to
     ``kernel_cache_max_gb`` (None: no eviction).
 
+    Progress goes to stderr (:mod:`ntkbench.progress`): a bar over the runs with the current
+    run's epochs or kernel tiles on a terminal, else one line per finished run; nothing with
+    ``quiet``. ``progress`` counts these runs among more (the study passes its own).
+
     Everything is checked before the first run, and a bad value raises a one-line ValueError
     with nothing written: names, every option's type and range (options of methods that are not
     run too), repeated methods, ``n_trains`` together with ``task.n_train``, and the data. A run
     that raises, or whose loss or outputs are not finite, is recorded FAILED and the grid goes on.
     """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if kernel_cache_max_gb is not None and not kernel_cache_max_gb >= 0:
+        raise ValueError(f"kernel_cache_max_gb must be a number of GB >= 0, got {kernel_cache_max_gb!r}")
+    kernel_cache = Path(kernel_cache) if kernel_cache is not None else None
+    if executor == "ray":
+        from ntkbench.distributed import grid as ray_grid
+
+        ray_grid.check(device, ray_options)  # Ray installed, the device and resources valid: before the data
+        plan = prepare(task, method, arch, seeds, options, n_trains, data_root, download, tags,
+                       kernel_cache=kernel_cache)
+        records = ray_grid.run_plans([plan], device, tracking if track else "off", tracking_uri, outbox, ray_address,
+                                     ray_options, nn_outputs, quiet, progress)
+        evict(kernel_cache, kernel_cache_max_gb)
+        return records
+    if ray_address is not None or ray_options is not None:
+        raise ValueError("ray_address and ray_options are for executor 'ray'; the local executor runs in this process")
+    dev = resolve_device(device)
+    plan = prepare(task, method, arch, seeds, options, n_trains, data_root, download, tags, kernel_cache=kernel_cache)
+    groups, network, datasets, arch_options = plan.groups, plan.network, plan.datasets, plan.arch_options
+
+    tracker = None
+    if track and tracking != "off":
+        from ntkbench.tracking import Tracker
+
+        tracker = Tracker(tracking_uri, tracking, outbox)
+    env = environment(dev)
+    records = []
+    nn_outputs = {} if nn_outputs is None else nn_outputs
+    grid = plan.runs
+    shown = progress or RunProgress(len(grid), quiet)
+    try:
+        for i, seed, name in grid:
+            signals.check()
+            shown.start(plan.label(i, seed, name, shown.context))
+            records.append(_grid_run(datasets[i, seed], name, seed, groups, network, arch, arch_options, env, dev,
+                                     tracker, nn_outputs, tags, kernel_cache))
+            shown.finish(records[-1])
+        evict(kernel_cache, kernel_cache_max_gb)
+    finally:
+        if progress is None:
+            shown.close()
+    return records
+
+
+def evict(kernel_cache: Path | None, max_gb: float | None) -> None:
+    """Evict least-recently-used complete kernels of the cache down to ``max_gb`` (None: none)."""
+    if kernel_cache is not None and max_gb is not None:
+        from ntkbench.arch.cache import KernelCache
+
+        KernelCache(kernel_cache).evict(max_gb * 2**30)
+
+
+def prepare(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tuple[int, ...] = (0,),
+            options: dict[str, object] | None = None, n_trains: tuple[int, ...] = (), data_root: str | None = None,
+            download: bool = False, tags: dict[str, str] | None = None, context: str | None = None,
+            kernel_cache: Path | None = None) -> GridPlan:
+    """The checked :class:`GridPlan` of :func:`run`'s arguments, every data set built: a bad
+    name, option or data set raises a one-line ValueError before anything runs."""
     names = method_names(method)
     groups = split_options(dict(options or {}), method_lib.METHODS.list())
     if n_trains and "n_train" in groups["task"]:
         raise ValueError(f"--n-train {','.join(map(str, n_trains))} and task.n_train={groups['task']['n_train']} "
                          "both set n_train; give one of them")
-    if kernel_cache_max_gb is not None and not kernel_cache_max_gb >= 0:
-        raise ValueError(f"kernel_cache_max_gb must be a number of GB >= 0, got {kernel_cache_max_gb!r}")
-    kernel_cache = Path(kernel_cache) if kernel_cache is not None else None
-    dev = resolve_device(device)
     arch_options = arch_lib.resolve(arch, **groups["arch"])
     network = arch_lib.get(arch, **arch_options)
     for name in method_lib.METHODS.list():  # the options of every method named, run or not
@@ -125,32 +224,8 @@ def run(task: str = "digits", method: str = "all", arch: str = "mlp", seeds: tup
     for name in names:  # options that depend on the inputs (a kernel method the network needs)
         method_lib.resolved(method_lib.get(name, network, 0, **dict(groups[name])),
                             next(iter(datasets.values())).input_shape)
-
-    tracker = None
-    if track and tracking != "off":
-        from ntkbench.tracking import Tracker
-
-        tracker = Tracker(tracking_uri, tracking, outbox)
-    env = environment(dev)
-    records = []
-    nn_outputs = {} if nn_outputs is None else nn_outputs
-    grid = [(i, seed, name) for i in range(len(sizes)) for seed in seeds for name in names]
-    shown = progress or RunProgress(len(grid), quiet)
-    try:
-        for i, seed, name in grid:
-            signals.check()
-            shown.start(f"{shown.context or name} seed {seed}" + (f" n_train {sizes[i]['n_train']}" if len(sizes) > 1 else ""))
-            records.append(_grid_run(datasets[i, seed], name, seed, groups, network, arch, arch_options, env, dev,
-                                     tracker, nn_outputs, tags, kernel_cache))
-            shown.finish(records[-1])
-        if kernel_cache is not None and kernel_cache_max_gb is not None:
-            from ntkbench.arch.cache import KernelCache
-
-            KernelCache(kernel_cache).evict(kernel_cache_max_gb * 2**30)
-    finally:
-        if progress is None:
-            shown.close()
-    return records
+    return GridPlan(task, tuple(names), tuple(seeds), groups, arch, arch_options, network, tuple(sizes), datasets,
+                    tags, context, kernel_cache)
 
 
 def _grid_run(data, name: str, seed: int, groups, network, arch: str, arch_options, env: Environment, dev, tracker,
@@ -158,17 +233,27 @@ def _grid_run(data, name: str, seed: int, groups, network, arch: str, arch_optio
               kernel_cache: Path | None = None) -> RunRecord:
     """One (data set, method, seed) of the grid; a run that others linearize leaves its test
     outputs in ``nn_outputs``, and one that linearizes is compared with them."""
-    model = method_lib.resolved(method_lib.get(name, network, seed, **dict(groups[name])),
-                                data.input_shape)
-    task_options = identity_options(data.params)
-    config = Config(data.name, name, arch, task_options, _options(model), arch_options)
-    data_key = (data.name, arch, canonical_json(arch_options), canonical_json(task_options), seed)
+    model, config = configured(data, name, seed, groups[name], network, arch, arch_options)
+    key = data_key(data, arch, arch_options, seed)
     reference = method_lib.linearizes(name)
     result, scores = _run_one(data, model, config, env, network, dev, tracker,
-                              nn_outputs.get((reference, *data_key)) if reference else None, tags, kernel_cache)
+                              nn_outputs.get((reference, *key)) if reference else None, tags, kernel_cache)
     if scores is not None:
-        nn_outputs[(name, *data_key)] = scores.cpu()
+        nn_outputs[(name, *key)] = scores.cpu()
     return result
+
+
+def configured(data, name: str, seed: int, options: dict[str, object], network, arch: str,
+               arch_options: dict[str, object]) -> tuple[object, Config]:
+    """Method ``name`` built with ``options`` and resolved for ``data``, and the run's :class:`Config`."""
+    model = method_lib.resolved(method_lib.get(name, network, seed, **dict(options)), data.input_shape)
+    return model, Config(data.name, name, arch, identity_options(data.params), _options(model), arch_options)
+
+
+def data_key(data, arch: str, arch_options: dict[str, object], seed: int) -> tuple:
+    """What a linearization and the run it linearizes share (data set, architecture, seed): the
+    key of ``nn_outputs`` after the method's name."""
+    return (data.name, arch, canonical_json(arch_options), canonical_json(identity_options(data.params)), seed)
 
 
 def _options(model) -> dict[str, object]:

@@ -12,9 +12,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ntkbench.distributed import EXECUTORS
 from ntkbench.study.grid import QUICK_GRID, STUDY_GRID, StudyGrid
 
 if TYPE_CHECKING:
+    from ntkbench.distributed.grid import RayOptions
     from ntkbench.record import RunRecord
 
 STUDY_TAG, STUDY_ID_TAG, VARIANT_TAG = "ntkbench_study", "ntkbench_study_id", "ntkbench_study_variant"
@@ -30,7 +32,8 @@ def _task_options(name: str, task: str, arch: str, grid: StudyGrid) -> dict[str,
 
 def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None = None, quick: bool = False,
               tracking_uri: str | None = None, grid: StudyGrid | None = None, device: str = "auto",
-              tracking: str = "mlflow", outbox: str | None = None, quiet: bool = False,
+              tracking: str = "mlflow", outbox: str | None = None, quiet: bool = False, executor: str = "local",
+              ray_address: str | None = None, ray_options: RayOptions | None = None,
               kernel_cache: str | Path | None = None, kernel_cache_max_gb: float | None = None) -> list[RunRecord]:
     """Run ``grid`` (default :data:`STUDY_GRID`, or :data:`QUICK_GRID` with ``quick``) on ``task``
     and ``teacher``: one :func:`ntkbench.runner.run` per (task, variant, label noise), all tagged
@@ -39,11 +42,23 @@ def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None 
     its outputs with the run of the network it linearizes. ``tracking`` and ``outbox`` are the
     runner's. Progress (:mod:`ntkbench.progress`) counts over the whole study, and names each run
     by task, variant, label noise, seed and n_train; nothing with ``quiet``. ``kernel_cache`` is
-    the runner's; its eviction to ``kernel_cache_max_gb`` runs once, after the whole study."""
+    the runner's; its eviction to ``kernel_cache_max_gb`` runs once, after the whole study.
+
+    ``executor`` ``ray`` (with ``ray_address`` and ``ray_options``, as in the runner) checks every
+    variant's grid first, then sends all the study's runs to the cluster at once: a linearization
+    waits for the network run it linearizes, every other run for a free worker."""
     from ntkbench import runner
     from ntkbench import tasks as task_lib
     from ntkbench.progress import RunProgress
 
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if executor != "ray" and (ray_address is not None or ray_options is not None):
+        raise ValueError("ray_address and ray_options are for executor 'ray'; the local executor runs in this process")
+    if executor == "ray":
+        from ntkbench.distributed.grid import check
+
+        check(device, ray_options)
     grid = grid or (QUICK_GRID if quick else STUDY_GRID)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     tags = {STUDY_TAG: task, STUDY_ID_TAG: f"{task}-{stamp}"}
@@ -61,6 +76,18 @@ def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None 
                        **{f"{m}.{k}": v for k, v in grid.method_options(variant).items()}}
             plan += [(name, variant, p, {**options, f"task.{LABEL_NOISE}": p}, n_trains if p == 0 else n_trains[-1:])
                      for p in grid.label_noise]
+    if executor == "ray":
+        from ntkbench.distributed import grid as ray_grid
+
+        cache = Path(kernel_cache) if kernel_cache is not None else None
+        plans = [runner.prepare(name, variant.method, arch, grid.seeds, options, sizes,
+                                tags={**tags, VARIANT_TAG: variant.label}, context=f"{name} {variant.label} p={p:g}",
+                                kernel_cache=cache)
+                 for name, variant, p, options, sizes in plan]
+        records = ray_grid.run_plans(plans, device, tracking, tracking_uri, outbox, ray_address, ray_options, outputs,
+                                     quiet)
+        runner.evict(cache, kernel_cache_max_gb)
+        return records
     records: list[RunRecord] = []
     with RunProgress(sum(len(sizes) * len(grid.seeds) for *_, sizes in plan), quiet) as progress:
         for name, variant, p, options, sizes in plan:
@@ -69,8 +96,5 @@ def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None 
                                   options=options, tracking_uri=tracking_uri, n_trains=sizes,
                                   tags={**tags, VARIANT_TAG: variant.label}, nn_outputs=outputs,
                                   tracking=tracking, outbox=outbox, progress=progress, kernel_cache=kernel_cache)
-    if kernel_cache is not None and kernel_cache_max_gb is not None:
-        from ntkbench.arch.cache import KernelCache
-
-        KernelCache(kernel_cache).evict(kernel_cache_max_gb * 2**30)
+    runner.evict(Path(kernel_cache) if kernel_cache is not None else None, kernel_cache_max_gb)
     return records

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ntkbench import signals
-from ntkbench.tracking import store
+from ntkbench.tracking import attempts, store
 from ntkbench.tracking.environment import HOST_TAG, PID_START_TAG, PID_TAG, process_alive
 from ntkbench.tracking.journal import DEFAULT_OUTBOX, HEARTBEAT_TAG, RECORD_ID_TAG, JournalError, now_ms, read_journal, resolve_outbox
 
@@ -54,7 +54,9 @@ def sync(outbox: str | Path | None = None, uri: str | None = None,
     fails, the run it created is deleted, and the journal stays for the next sync. A journal
     already in the store is skipped; the runs it left RUNNING (the store failed mid-run, the
     process died, or a sync was cut short) or that a sync reaped (``ntkbench_reaped``: the store
-    had only what the run logged live) are deleted once its complete import is in. A bad
+    had only what the run logged live) are deleted once its complete import is in. Of the attempts
+    of one grid run (:mod:`~ntkbench.tracking.attempts`) the highest is kept: a journal of an
+    earlier attempt than one in the store is skipped, and its import deletes earlier ones. A bad
     or failing journal stays in the outbox and the others go on. An ``outbox`` given that does
     not exist raises a ValueError; the default one may be missing (there may be dead runs to mark
     all the same). ``progress`` wraps the journals' loop (a progress bar).
@@ -168,7 +170,10 @@ def _sync_events(client: MlflowClient, path: Path, events: list[dict[str, Any]],
         for run in partial:
             client.delete_run(run.info.run_id)
         return "skipped", f"{path}: already in the store as run {done[0]}"
-    return "imported", _import(client, path, events, partial, touched)
+    later, earlier = attempts.rivals(client, events[0])  # a grid run tried again (--executor ray)
+    if later:
+        return "skipped", f"{path}: superseded by run {later[0].info.run_id}, a later attempt of the same grid run"
+    return "imported", _import(client, path, events, partial + earlier, touched)
 
 
 def _runs_of(client: MlflowClient, start: dict[str, Any]) -> list:

@@ -33,7 +33,7 @@ BARRIER_S = 60
 def ray_tiles_cluster():
     """A local Ray cluster with 2 CPUs and 2 logical GPUs (kept if one is already connected)."""
     torch.set_num_threads(1)
-    ray = connect(None, num_cpus=2, num_gpus=2)
+    ray = connect("local", num_cpus=2, num_gpus=2)  # a new cluster, never one `ray start` left running
     yield ray
     ray.shutdown()
 

@@ -22,7 +22,7 @@ BLOCK_BYTES = 8 * 400  # 400 float64 entries: 4 row blocks of the 48 × 48 kerne
 def ray_tiles_cluster():
     """A local Ray cluster with 2 CPUs and 2 logical GPUs (kept if one is already connected)."""
     torch.set_num_threads(1)
-    ray = connect(None, num_cpus=2, num_gpus=2)
+    ray = connect("local", num_cpus=2, num_gpus=2)  # a new cluster, never one `ray start` left running
     yield ray
     ray.shutdown()
 
