@@ -11,8 +11,8 @@ def add_executor_options(parser: argparse.ArgumentParser) -> None:
                         help="local: the runs one after another in this process; ray: each run a task of a Ray "
                              "cluster (pip install 'ntkbench[ray]'), retried if its worker dies")
     parser.add_argument("--ray-address", default=None, metavar="ADDR",
-                        help="the Ray cluster's address (`ray start --head` prints it; auto finds a local one); "
-                             "default $RAY_ADDRESS, else the one `ray start` runs on this machine, else a new one")
+                        help="the Ray cluster's address (ray start --head prints it; auto finds a local one); "
+                             "default $RAY_ADDRESS, else the one ray start runs on this machine, else a new one")
     parser.add_argument("--ray-gpus-per-run", default=None, metavar="G",
                         help="GPUs each run asks for when it runs on CUDA: a fraction in (0, 1] shares a GPU, "
                              "or a whole number (default 1)")
