@@ -10,6 +10,7 @@ Gauss–Hermite quadrature for any other function (``Elementwise``).
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -51,11 +52,13 @@ class Activation(Layer):
                                          "Dense or Conv, or a sum or pooling of such); its input here is not")
         return out
 
+    @abstractmethod
     def function(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        raise NotImplementedError
+        """φ, elementwise on tensors."""
 
+    @abstractmethod
     def map(self) -> MapFn:
-        raise NotImplementedError
+        """The kernel map (Σ12, q1, q2) -> (E[φ(u)φ(v)], E[φ'(u)φ'(v)])."""
 
     def module(self, shape: Shape, width: int | None, parameterization: str,
                generator: torch.Generator | None) -> nn.Module:
@@ -74,6 +77,9 @@ class ReLU(Activation):
 
     spec_name: ClassVar = "relu"
     fusable: ClassVar = "activation"
+
+    def function(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        return torch.relu
 
     def module(self, shape: Shape, width: int | None, parameterization: str,
                generator: torch.Generator | None) -> nn.Module:

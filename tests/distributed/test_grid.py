@@ -17,7 +17,6 @@ import time
 
 import mlflow
 import pytest
-import torch
 from mlflow.entities import ViewType
 
 from ntkbench import cli, runner
@@ -31,12 +30,7 @@ from ntkbench.tracking.schema import open_client
 TINY = {"task.n_train": 60, "task.n_test": 40, "arch.depth": 1, "arch.width": 16, "nn.epochs": 2, "taylor.epochs": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

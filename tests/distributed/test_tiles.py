@@ -17,7 +17,6 @@ import torch
 
 from ntkbench.arch import Dense, Elementwise, get, serial
 from ntkbench.arch.tiled import tiled_kernel
-from ntkbench.distributed import connect
 from ntkbench.distributed.tiles import RayTasks
 
 KINDS = ("nngp", "ntk", "cov1", "cov2")
@@ -27,15 +26,6 @@ KINDS = ("nngp", "ntk", "cov1", "cov2")
 TASKS = RayTasks(gpus=1)
 # Ample for two workers to start under load; the barrier below fails the test when it runs out.
 BARRIER_S = 60
-
-
-@pytest.fixture(scope="session")
-def ray_tiles_cluster():
-    """A local Ray cluster with 2 CPUs and 2 logical GPUs (kept if one is already connected)."""
-    torch.set_num_threads(1)
-    ray = connect("local", num_cpus=2, num_gpus=2)  # a new cluster, never one `ray start` left running
-    yield ray
-    ray.shutdown()
 
 
 def _x(n, d=5, seed=0):

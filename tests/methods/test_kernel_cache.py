@@ -23,12 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"task.n_train": 60, "task.n_test": 40, "arch.depth": 1, "arch.width": 16}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import torch
 
 from ntkbench.arch import get
 from ntkbench.arch.tiled import tiled_kernel
-from ntkbench.distributed import connect
 from ntkbench.distributed.tiles import RayTasks
 from ntkbench.solvers import CGSettings, choose_solver, kernel_file, out_of_core_ridge, row_blocks
 
@@ -16,15 +15,6 @@ N, RIDGE = 48, 1e-1
 # 1e-6: above linear_cg's floor near sqrt(1e-10 · ridge/n) = 5e-7 here (see ntkbench.solvers.cg).
 CG = CGSettings(tolerance=1e-6, max_iterations=500, preconditioner_rank=8)
 BLOCK_BYTES = 8 * 400  # 400 float64 entries: 4 row blocks of the 48 × 48 kernel
-
-
-@pytest.fixture(scope="session")
-def ray_tiles_cluster():
-    """A local Ray cluster with 2 CPUs and 2 logical GPUs (kept if one is already connected)."""
-    torch.set_num_threads(1)
-    ray = connect("local", num_cpus=2, num_gpus=2)  # a new cluster, never one `ray start` left running
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
