@@ -116,10 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "--out; exit 1 naming each stale file")
     study = sub.add_parser("study", help="run the study grid (ntkbench.study) on a task and teacher, then render its report")
     study.add_argument("--task", required=True)
-    study.add_argument("--arch", default="mlp")
-    study.add_argument("--quick", action="store_true", help="the small CPU grid: 1 seed, label noise 0 and 0.5, 5 epochs")
-    study.add_argument("--set", action="append", default=[], metavar="arch.NAME=VALUE",
-                       help="an architecture option, e.g. --set arch.width=256 (repeatable)")
+    study.add_argument("--arch", default=None, help="the architecture (default mlp); not for a task whose grid "
+                       "declares its architectures (mnist5k)")
+    study.add_argument("--quick", action="store_true", help="the small CPU grid: 1 seed, label noise 0 and 0.5, 5 epochs (mnist5k: 1 seed, n_train 100)")
+    study.add_argument("--set", action="append", default=[], metavar="PREFIX.NAME=VALUE",
+                       help="an architecture option (arch.width=256), a task option for every run (task.n_test=1000) "
+                            "or a grid setting (grid.n_trains=[500,1000], grid.seeds, grid.flip_n_trains, "
+                            "grid.label_noise, grid.size); repeatable")
     study.add_argument("--tracking-uri", default=None)
     add_tracking_options(study)
     add_kernel_cache_options(study)
@@ -433,17 +436,23 @@ def _leaderboard_command(args: argparse.Namespace) -> int:
 
 def _study_command(args: argparse.Namespace) -> int:
     from ntkbench.study import render_report, run_study
+    from ntkbench.study.grid import configure, study_grid
 
     failed = 0
     if args.command == "study":
         try:
             settings = parse_settings(args.set)
-            bad = [k for k in settings if not k.startswith("arch.")]
+            bad = [k for k in settings if k.split(".")[0] not in ("arch", "task", "grid")]
             if bad:
-                raise ValueError(f"study --set takes architecture options arch.NAME=VALUE, got {', '.join(bad)}")
+                raise ValueError(f"study --set takes arch.NAME, task.NAME or grid.NAME=VALUE, got {', '.join(bad)}")
+            grid = configure(study_grid(args.task, args.quick),
+                             {k: v for k, v in settings.items() if not k.startswith("arch.")})
+            if grid.archs and args.arch is not None:
+                raise ValueError(f"the {args.task} study declares its architectures "
+                                 f"({', '.join(a.label for a in grid.archs)}); drop --arch, or set their options with --set arch.NAME=VALUE")
             kernel_cache, max_gb = kernel_cache_options(args)
-            results = run_study(args.task, arch=args.arch, quick=args.quick, tracking_uri=args.tracking_uri,
-                                arch_options={k[len("arch."):]: v for k, v in settings.items()},
+            results = run_study(args.task, arch=args.arch or "mlp", grid=grid, tracking_uri=args.tracking_uri,
+                                arch_options={k[len("arch."):]: v for k, v in settings.items() if k.startswith("arch.")},
                                 tracking=args.tracking, outbox=args.outbox, quiet=args.quiet,
                                 kernel_cache=kernel_cache, kernel_cache_max_gb=max_gb, **executor_options(args))
         except (ValueError, UnknownNameError) as e:

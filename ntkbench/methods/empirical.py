@@ -91,16 +91,17 @@ class Linearization:
         (grads,) = vmap(pull)(cotangents)
         return torch.cat([grads[k].flatten(1) for k in self.params], dim=1)
 
-    def linear(self, x: Tensor, weights: Tensor, route: PredictRoute = "jvp") -> Tensor:
+    def linear(self, x: Tensor, weights: Tensor, route: PredictRoute = "jvp", centered: bool = False) -> Tensor:
         """f(x; θ) + J(x) w, (n, C), for weights (P, T): T = C columns sharing the sum-of-logits
-        kernel, or T = 1 column of the full kernel. ``route="jvp"`` pushes the T columns forward
-        (one jvp each, J never formed); ``"jacobian"`` forms J(x), (n·R, P), and multiplies
-        (see ``predict_route``)."""
+        kernel, or T = 1 column of the full kernel; ``centered`` drops f(x; θ). ``route="jvp"``
+        pushes the T columns forward (one jvp each, J never formed); ``"jacobian"`` forms J(x),
+        (n·R, P), and multiplies (see ``predict_route``)."""
         if route == "jacobian":
-            out = self.forward(x)
-            return out + (self.jacobian(x) @ weights).reshape(out.shape)
+            jw = (self.jacobian(x) @ weights).reshape(len(x), -1)
+            return jw if centered else self.forward(x) + jw
         out, pushed = self.jvp(x, weights.T)
-        return out + pushed.permute(1, 0, 2).reshape(out.shape)
+        jw = pushed.permute(1, 0, 2).reshape(out.shape)
+        return jw if centered else out + jw
 
     def _unflatten(self, flat: Tensor) -> Params:
         sizes = [v.numel() for v in self.params.values()]

@@ -32,18 +32,20 @@ KERNEL_SHARE = 0.75
 
 @dataclass
 class LinearizedPredictor:
-    """f(x) = f(x; θ) + J(x; θ) w, the linearized network's infinite-time solution, in batches
-    of ``batch_size`` inputs by ``route`` (``empirical.predict_route``): jvps of w's columns,
-    J never formed, or J(x) w."""
+    """f(x) = f(x; θ) + J(x; θ) w, the linearized network's infinite-time solution (J(x; θ) w
+    alone when ``centered``), in batches of ``batch_size`` inputs by ``route``
+    (``empirical.predict_route``): jvps of w's columns, J never formed, or J(x) w."""
 
     lin: Linearization
     weights: Tensor
     batch_size: int
     route: empirical.PredictRoute = "jvp"
+    centered: bool = False
 
     def predict(self, x: Tensor) -> Tensor:
         x = x.to(self.weights.dtype)
-        return batched(lambda chunk: self.lin.linear(chunk, self.weights, self.route), x, self.batch_size).float()
+        return batched(lambda chunk: self.lin.linear(chunk, self.weights, self.route, self.centered), x,
+                       self.batch_size).float()
 
 
 @register_method("entk")
@@ -70,12 +72,18 @@ class ENTK(TrainOptions):
     The time probe runs the chosen implementation; its extrapolation by pair count is
     conservative where the cost grows linearly. ``diagnostics`` logs Θ̂'s alignment with the
     residual targets, its spectrum and the target energy (``ntkbench.diagnostics``).
+
+    ``centered``: f(x) = Θ̂(x, X)(Θ̂ + λI)⁻¹Y, kernel regression with Θ̂ alone, as ``ntk`` does
+    with the infinite-width kernel and as Fort et al. 2020 use the kernel of θ_k: f(x; θ) is
+    dropped, and with it the random function of a finite network at θ0 and the logit scale a
+    network trained with cross-entropy reaches by θ_k.
     """
 
     linearizes: ClassVar[str] = "nn"
 
     ridge: float | None = None
     at_epoch: int = 0
+    centered: bool = False
     kernel: Literal["sum", "full"] = "sum"
     solve: Literal["auto", "dual", "primal"] = "auto"
     implementation: Literal["auto", "contraction", "ntvp", "sketch"] = "auto"
@@ -121,14 +129,15 @@ class ENTK(TrainOptions):
         fix_batch_statistics(lin.net, lin.params, x)
         working = budget - 3 * (len(x) * rows_per_input) ** 2 * itemsize
         plan = self._plan(replace(sizes, n_inputs=len(x)), working, exclude, ctx)
-        f0 = batched(lin.forward, x)
-        residual = centered_one_hot(labels, num_classes, dtype) - f0
+        residual = centered_one_hot(labels, num_classes, dtype)
+        if not self.centered:
+            residual = residual - batched(lin.forward, x)
         if self.kernel == "full":
             residual = residual.reshape(-1, 1)
         weights = self._weights(lin, x, residual, plan, ctx)
         route, _, per_input = empirical.predict_route(sizes, weights.shape[1])
         ctx.log_param("entk_predict", route)
-        return LinearizedPredictor(lin, weights, int(max(1, min(1024, working // per_input))), route)
+        return LinearizedPredictor(lin, weights, int(max(1, min(1024, working // per_input))), route, self.centered)
 
     def _plan(self, sizes: empirical.Sizes, working: float, exclude: tuple[str, ...], ctx: RunContext) -> Plan:
         """The implementation's plan for the n_train in use, logged with every estimate."""

@@ -12,7 +12,7 @@ test outputs.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ntkbench.methods import AT_EPOCH, METHODS, linearizes, option_names
@@ -30,10 +30,28 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class StudyArch:
+    """One architecture of a study that compares several: its ``label`` in the report (e.g.
+    ``cnn-gap``), the registered ``arch`` and its ``options``, and ``size``, the input side its
+    runs get as the task option ``size`` (None: the task's own; a downsampled input keeps an
+    exact GAP kernel, O((H·W)²) per pair, affordable)."""
+
+    label: str
+    arch: str
+    options: Options = ()
+    size: int | None = None
+
+
+@dataclass(frozen=True)
 class StudyGrid:
     """The declared grid. ``training`` holds the options every method that has them runs with
     (without the method prefix); ``task_options``/``teacher_options`` are task options without
-    the ``task.`` prefix (``teacher`` gets ``arch`` = the study's arch unless given)."""
+    the ``task.`` prefix (``teacher`` gets ``arch`` = the study's arch unless given).
+
+    ``archs``: the architectures the study compares, each run with every variant (empty: the
+    one architecture the study is given). ``flip_n_trains``: the n_train values (images drawn,
+    before mirroring) at which every variant also runs with the task option ``flip`` (each
+    training image and its mirror image), at label noise 0."""
 
     variants: tuple[Variant, ...]
     label_noise: tuple[float, ...] = (0.0, 0.2, 0.5, 1.0)
@@ -43,6 +61,8 @@ class StudyGrid:
     teacher: bool = True
     task_options: Options = ()
     teacher_options: Options = ()
+    archs: tuple[StudyArch, ...] = ()
+    flip_n_trains: tuple[int, ...] = ()
 
     def method_options(self, variant: Variant) -> dict[str, Any]:
         """The training options that ``variant``'s method has, then the variant's own options."""
@@ -80,21 +100,89 @@ def reference(methods: Iterable[str]) -> str | None:
 
 
 def make_grid(epochs: int = 40, at_epochs: tuple[int, ...] = (0, 1, 5), diagnostics_every: int = 2,
-              methods: Iterable[str] | None = None, **fields: Any) -> StudyGrid:
+              methods: Iterable[str] | None = None, end: bool = True, training: Options = (),
+              method_options: dict[str, Options] | None = None, **fields: Any) -> StudyGrid:
     """Every registered method (or those of ``methods``) in :func:`display_order`; each method
-    that linearizes another at each of ``at_epochs`` below ``epochs`` and at the end of training
-    (``epochs``, labelled ``@end``). ``epochs`` and ``diagnostics_every`` are the grid's training
-    options; other :class:`StudyGrid` fields pass through."""
-    ks = sorted({k for k in at_epochs if k < epochs} | {epochs})
+    that linearizes another at each of ``at_epochs`` below ``epochs`` and, with ``end``, at the
+    end of training (``epochs``, labelled ``@end``). ``epochs``, ``diagnostics_every`` and
+    ``training`` are the grid's training options; ``method_options`` adds options to every
+    variant of a method; other :class:`StudyGrid` fields pass through."""
+    ks = sorted({k for k in at_epochs if k < epochs} | ({epochs} if end else set()))
     variants: list[Variant] = []
     for m in display_order(METHODS.list() if methods is None else methods):
+        own = (method_options or {}).get(m, ())
         if linearizes(m) is None:
-            variants.append(Variant(m, m))
+            variants.append(Variant(m, m, own))
         else:
-            variants += [Variant(f"{m}@end" if k == epochs else f"{m}@{k}", m, ((AT_EPOCH, k),)) for k in ks]
-    return StudyGrid(tuple(variants), training=(("epochs", epochs), ("diagnostics_every", diagnostics_every)),
-                     **fields)
+            variants += [Variant(f"{m}@end" if k == epochs else f"{m}@{k}", m, ((AT_EPOCH, k), *own)) for k in ks]
+    return StudyGrid(tuple(variants), training=(("epochs", epochs), ("diagnostics_every", diagnostics_every),
+                                                *training), **fields)
 
 
 STUDY_GRID = make_grid()
 QUICK_GRID = make_grid(epochs=5, label_noise=(0.0, 0.5), n_trains=(100,), seeds=(0,), diagnostics_every=1)
+
+IMAGE_ARCHS = (
+    StudyArch("cnn-flatten", "cnn", (("depth", 3), ("channels", 32), ("readout", "flatten"))),
+    StudyArch("cnn-flatten-7", "cnn", (("depth", 3), ("channels", 32), ("readout", "flatten")), size=7),
+    StudyArch("cnn-gap-7", "cnn", (("depth", 3), ("channels", 32), ("readout", "gap")), size=7),
+    StudyArch("wrn-gap-7", "wrn", (("depth", 10), ("widen", 1), ("norm", "none")), size=7),
+)
+"""The image study's networks: a depth-3 CNN with a Flatten readout at 28×28, and at 7×7 a Flatten
+CNN, a GAP CNN (the same network with the other readout, for Arora et al.'s comparison at one
+input size) and WRN-10-1 without normalization (neural-tangents' README WideResnet, whose exact
+kernel exists). 7×7 is mnist5k averaged over 4×4 blocks: an exact GAP kernel costs O((H·W)²)
+per pair, 256× less than at 28×28 (10.6k pairs/s for the depth-3 GAP CNN at 7×7 against 496 at
+14×14 on 2 CPU cores)."""
+
+IMAGE_GRID = make_grid(
+    epochs=30, at_epochs=(0, 5, 13), end=False, diagnostics_every=5,
+    training=(("loss", "cross_entropy"), ("lr", 1.0), ("batch_size", 16)), method_options={"entk": (("centered", True),)},
+    label_noise=(0.0,), n_trains=(50, 100, 200), seeds=(0, 1, 2), teacher=False, task_options=(("n_test", 500),),
+    archs=IMAGE_ARCHS, flip_n_trains=(100,))
+"""The study on images (``make study TASK=mnist5k``): :data:`IMAGE_ARCHS`, each with nn,
+taylor and entk at epochs 0, 5 and 13 of 30 (0, 17 and 43% of training: 5 and 13 bracket Fort
+et al. 2020's 15–45%; entk ``centered``, kernel regression with the kernel of θ_k alone, as
+theirs), ntk and nngp; n_train 50, 100, 200 and 3 seeds, 500 test images; every
+variant also with flips at n_train 100. Networks train with cross-entropy, SGD lr 1.0 (NTK
+parameterization), batch 16: with MSE at this step count the Flatten CNN stayed near chance.
+n_train is what the kernels allow in the 45-minute CPU budget (README, "The image study")."""
+
+STUDY_GRIDS = {"mnist5k": IMAGE_GRID}
+"""The grid ``ntkbench study`` runs on a task, where it is not :data:`STUDY_GRID`."""
+
+
+def study_grid(task: str, quick: bool = False) -> StudyGrid:
+    """The grid of ``task`` (:data:`STUDY_GRIDS`, else :data:`STUDY_GRID`); ``quick``: one seed, and
+    :data:`QUICK_GRID` or the task's grid at its middle n_train with its flips there."""
+    if task not in STUDY_GRIDS:
+        return QUICK_GRID if quick else STUDY_GRID
+    grid = STUDY_GRIDS[task]
+    middle = grid.n_trains[len(grid.n_trains) // 2]
+    return replace(grid, seeds=grid.seeds[:1], n_trains=(middle,), flip_n_trains=(middle,)) if quick else grid
+
+GRID_OPTIONS = ("n_trains", "seeds", "flip_n_trains", "label_noise", "size")
+"""What ``ntkbench study --set grid.NAME=VALUE`` changes: the sweeps, and ``size``, the input
+side of every architecture that runs on a downsampled input."""
+
+
+def configure(grid: StudyGrid, settings: dict[str, Any]) -> StudyGrid:
+    """``grid`` with ``grid.NAME`` settings (:data:`GRID_OPTIONS`; a sweep is a list or one
+    value) and ``task.NAME`` settings (added to its task options) applied. An unknown name is a
+    ``ValueError`` naming the valid ones."""
+    changes: dict[str, Any] = {}
+    tasks = dict(grid.task_options)
+    for key, value in settings.items():
+        prefix, _, name = key.partition(".")
+        if prefix == "task":
+            tasks[name] = value
+        elif name == "size":
+            changes["archs"] = tuple(replace(a, size=int(value)) if a.size is not None else a for a in grid.archs)
+        elif name in GRID_OPTIONS:
+            values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+            changes[name] = tuple(float(v) for v in values) if name == "label_noise" else tuple(int(v) for v in values)
+        else:
+            raise ValueError(f"unknown study setting {key!r}; expected grid.NAME with NAME one of "
+                             f"{', '.join(GRID_OPTIONS)}, task.NAME or arch.NAME")
+    return replace(grid, task_options=tuple(tasks.items()), **changes)
+

@@ -3,6 +3,9 @@ Markdown twin ``study-<task>.md``, from the runs :func:`ntkbench.study.load.load
 
 The report opens with its findings (:mod:`ntkbench.study.findings`), each linking to the
 section whose tables hold its numbers; then the six sections (:mod:`ntkbench.study.sections`).
+A study of several architectures adds, after the findings, the published directions with their
+verdicts and, after the six sections, the sections they link to (:mod:`ntkbench.study.published`).
+Runs with flips appear only in the flip section.
 Section anchors are the ones GitHub gives the Markdown headings, and the HTML uses the same.
 Wide tables scroll inside their own box, so the page never scrolls sideways.
 """
@@ -15,9 +18,10 @@ from pathlib import Path
 from ntkbench.leaderboard.render import escape_markdown
 from ntkbench.study.findings import findings
 from ntkbench.study.load import load
+from ntkbench.study.published import published
 from ntkbench.study.sections import Section, anchor, sections
 
-FINDINGS = "Findings"
+FINDINGS, DIRECTIONS = "Findings", "Published directions"
 INTERVALS = ("Accuracies pool the seeds' test predictions (k correct of n = all seeds' test examples) and carry "
              "95% Wilson score intervals, which stay within [0, 100] % and exist for one seed; they measure the "
              "test set's sampling error, and the accuracy table also shows the range over seeds. Differences of "
@@ -78,6 +82,7 @@ def render_report(task: str, tracking_uri: str | None = None, out_dir: str | Pat
                  f"{INTERVALS} The runs column lists the first 8 characters of each run's MLflow id.")
         head.append(f"<p>{esc(intro)}</p>")
         mdl += [md(intro), ""]
+        frame, flips = frame[~frame.flip], frame
         found = findings(frame)
         head += [f'<h2 id="{anchor(FINDINGS)}">{FINDINGS}</h2>', '<dl class="f">']
         mdl += [f"## {FINDINGS}", ""]
@@ -91,7 +96,17 @@ def render_report(task: str, tracking_uri: str | None = None, out_dir: str | Pat
                 mdl.append(f"- *{md(f.question)}* {md(f.text)} ([{md(f.link)}](#{anchor(f.link)}))")
             mdl.append("")
         head.append("</dl>")
-        for section in sections(frame, tracking_uri):
+        directions, extra = published(flips) if "arch" in frame else ([], [])
+        if directions:
+            head += [f'<h2 id="{anchor(DIRECTIONS)}">{DIRECTIONS}</h2>', '<dl class="f">']
+            mdl += [f"## {DIRECTIONS}", ""]
+            for d in directions:
+                head.append(f"<dt>{esc(d.paper)}: {esc(d.claim)}</dt><dd>{esc(d.text)} "
+                            f'(<a href="#{anchor(d.link)}">{esc(d.link)}</a>)</dd>')
+                mdl.append(f"- **{md(d.paper)}**: {md(d.claim)}. {md(d.text)} ([{md(d.link)}](#{anchor(d.link)}))")
+            head.append("</dl>")
+            mdl.append("")
+        for section in [*sections(frame, tracking_uri), *extra]:
             head += _html_section(section)
             mdl += _md_section(section)
     head += ["</body>", "</html>", ""]

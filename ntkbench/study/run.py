@@ -13,15 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ntkbench.distributed import EXECUTORS
-from ntkbench.study.grid import QUICK_GRID, STUDY_GRID, StudyGrid
+from ntkbench.study.grid import QUICK_GRID, STUDY_GRID, StudyArch, StudyGrid
 
 if TYPE_CHECKING:
     from ntkbench.distributed.grid import RayOptions
     from ntkbench.record import RunRecord
 
 STUDY_TAG, STUDY_ID_TAG, VARIANT_TAG = "ntkbench_study", "ntkbench_study_id", "ntkbench_study_variant"
-LABEL_NOISE = "label_noise"
-"""The task option the study sweeps with the grid's ``label_noise``."""
+ARCH_TAG = "ntkbench_study_arch"
+"""The label of the run's :class:`~ntkbench.study.grid.StudyArch`, in a study of several."""
+LABEL_NOISE, FLIP, SIZE = "label_noise", "flip", "size"
+"""The task options the study sets: label noise (swept), flip augmentation and the input side."""
 
 
 def _task_options(name: str, task: str, arch: str, grid: StudyGrid) -> dict[str, Any]:
@@ -49,6 +51,7 @@ def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None 
     waits for the network run it linearizes, every other run for a free worker."""
     from ntkbench import runner
     from ntkbench import tasks as task_lib
+    from ntkbench.arch import resolve
     from ntkbench.progress import RunProgress
 
     if executor not in EXECUTORS:
@@ -64,37 +67,53 @@ def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None 
     tags = {STUDY_TAG: task, STUDY_ID_TAG: f"{task}-{stamp}"}
     outputs: dict[tuple, Any] = {}
     names = (task, "teacher") if grid.teacher and task != "teacher" else (task,)
-    plan = []  # (task, variant, label noise, options, n_trains): one runner.run call each
+    archs = grid.archs or (StudyArch(arch, arch),)
+    plan = []  # (task, arch, variant, label noise, options, n_trains, tags): one runner.run call each
     for name in names:
         topts = _task_options(name, task, arch, grid)
         size = len(task_lib.get(name, **{k: v for k, v in topts.items() if k != "n_train"}).train[1])
         n_trains = tuple(sorted({min(n, size) for n in grid.n_trains}))
-        for variant in grid.variants:
-            m = variant.method
-            options = {**{f"task.{k}": v for k, v in topts.items()},
-                       **{f"arch.{k}": v for k, v in (arch_options or {}).items()},
-                       **{f"{m}.{k}": v for k, v in grid.method_options(variant).items()}}
-            plan += [(name, variant, p, {**options, f"task.{LABEL_NOISE}": p}, n_trains if p == 0 else n_trains[-1:])
-                     for p in grid.label_noise]
+        flips = tuple(sorted({min(n, size) for n in grid.flip_n_trains}))
+        for a in archs:
+            atags = {**tags, ARCH_TAG: a.label} if grid.archs else tags
+            accepted = resolve(a.arch) if grid.archs else arch_options or {}  # an option goes where it exists
+            aopts = {**dict(a.options), **{k: v for k, v in (arch_options or {}).items() if k in accepted}}
+            for variant in grid.variants:
+                m = variant.method
+                options = {**{f"task.{k}": v for k, v in topts.items()},
+                           **({f"task.{SIZE}": a.size} if a.size is not None else {}),
+                           **{f"arch.{k}": v for k, v in aopts.items()},
+                           **{f"{m}.{k}": v for k, v in grid.method_options(variant).items()}}
+                vtags = {**atags, VARIANT_TAG: variant.label}
+                plan += [(name, a.arch, variant, p, {**options, f"task.{LABEL_NOISE}": p},
+                          n_trains if p == 0 else n_trains[-1:], vtags) for p in grid.label_noise]
+                if flips:
+                    plan.append((name, a.arch, variant, 0.0, {**options, f"task.{LABEL_NOISE}": 0.0, f"task.{FLIP}": True},
+                                 flips, vtags))
     if executor == "ray":
         from ntkbench.distributed import grid as ray_grid
 
         cache = Path(kernel_cache) if kernel_cache is not None else None
-        plans = [runner.prepare(name, variant.method, arch, grid.seeds, options, sizes,
-                                tags={**tags, VARIANT_TAG: variant.label}, context=f"{name} {variant.label} p={p:g}",
-                                kernel_cache=cache)
-                 for name, variant, p, options, sizes in plan]
+        plans = [runner.prepare(name, variant.method, a, grid.seeds, options, sizes, tags=vtags,
+                                context=_context(name, vtags, p, options), kernel_cache=cache)
+                 for name, a, variant, p, options, sizes, vtags in plan]
         records = ray_grid.run_plans(plans, device, tracking, tracking_uri, outbox, ray_address, ray_options, outputs,
                                      quiet)
         runner.evict(cache, kernel_cache_max_gb)
         return records
     records: list[RunRecord] = []
-    with RunProgress(sum(len(sizes) * len(grid.seeds) for *_, sizes in plan), quiet) as progress:
-        for name, variant, p, options, sizes in plan:
-            progress.context = f"{name} {variant.label} p={p:g}"
-            records += runner.run(task=name, method=variant.method, arch=arch, seeds=grid.seeds, device=device,
-                                  options=options, tracking_uri=tracking_uri, n_trains=sizes,
-                                  tags={**tags, VARIANT_TAG: variant.label}, nn_outputs=outputs,
-                                  tracking=tracking, outbox=outbox, progress=progress, kernel_cache=kernel_cache)
+    with RunProgress(sum(len(sizes) * len(grid.seeds) for *_, sizes, _ in plan), quiet) as progress:
+        for name, a, variant, p, options, sizes, vtags in plan:
+            progress.context = _context(name, vtags, p, options)
+            records += runner.run(task=name, method=variant.method, arch=a, seeds=grid.seeds, device=device,
+                                  options=options, tracking_uri=tracking_uri, n_trains=sizes, tags=vtags,
+                                  nn_outputs=outputs, tracking=tracking, outbox=outbox, progress=progress,
+                                  kernel_cache=kernel_cache)
     runner.evict(Path(kernel_cache) if kernel_cache is not None else None, kernel_cache_max_gb)
     return records
+
+
+def _context(name: str, tags: dict[str, str], p: float, options: dict[str, Any]) -> str:
+    """How progress names a group of runs: ``mnist5k cnn-gap taylor@3 p=0 flip``."""
+    arch = f" {tags[ARCH_TAG]}" if ARCH_TAG in tags else ""
+    return f"{name}{arch} {tags[VARIANT_TAG]} p={p:g}" + (" flip" if options.get(f"task.{FLIP}") else "")

