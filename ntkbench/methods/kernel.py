@@ -6,7 +6,8 @@ Closed-form and quadrature kernels are computed by ``arch.tiled.tiled_kernel`` t
 ``arch.cache``: with the runner's kernel cache (``RunContext.kernel_cache``) one pass gives the
 NNGP and the NTK of train×train and test×train, which the other method, a later run on a subset
 of the rows, or a rerun after a kill then reads or continues; without one, in memory. Each run
-logs ``kernel_cache`` (computed, resumed, hit) and ``time_kernel_s`` for K(X, X), and
+logs ``kernel_cache`` (computed, resumed, hit) and ``time_kernel_s`` for K(X, X) (with
+``kernel_pairs_per_s``, the n(n+1)/2 pairs computed per second, when computed here), and
 ``kernel_cache_test`` and ``time_kernel_test_s`` for the first prediction's K(x, X)."""
 
 from __future__ import annotations
@@ -277,6 +278,8 @@ class _KernelRegression:
         got = source.get(x)
         ctx.log_param("kernel_cache", got.status)
         ctx.log_metric("time_kernel_s", got.seconds)
+        if got.status == "computed" and got.seconds > 0:  # the measured throughput: upper-triangle pairs per second
+            ctx.log_metric("kernel_pairs_per_s", len(x) * (len(x) + 1) / 2 / got.seconds)
         if got.tiles:  # computed or resumed: the tiles, how many this run computed, their side
             ctx.log_metric("kernel_tiles", got.tiles)
             ctx.log_metric("kernel_tiles_computed", got.computed)

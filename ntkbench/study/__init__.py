@@ -17,18 +17,24 @@ with the trained network?
   and :mod:`~ntkbench.study.report`: :func:`render_report` writes ``study-<task>.html`` and
   ``study-<task>.md``: the findings first (the two questions answered per task, from the data,
   saying where it cannot decide), then six questions answered with sentences, tables and plots.
+- :mod:`~ntkbench.study.published`: for a study of several architectures (:data:`IMAGE_GRID`,
+  ``make study TASK=mnist5k``), the published directions (Lee et al. 2020, Arora et al. 2019,
+  Fort et al. 2020), each with "reproduced", "not reproduced" or "undecided at this size", kernel
+  distance and target energy, and flips, each beside the section holding its numbers.
 
 Every number in the report carries its 95% interval, and each table row lists the ids of the
 runs it comes from.
 """
 
 from ntkbench.study.findings import QUESTIONS, Finding, findings
-from ntkbench.study.grid import QUICK_GRID, STUDY_GRID, StudyGrid, Variant, display_order, make_grid, reference
+from ntkbench.study.grid import (IMAGE_GRID, QUICK_GRID, STUDY_GRID, StudyArch, StudyGrid, Variant, display_order,
+                                 make_grid, reference)
 from ntkbench.study.report import render_report
 from ntkbench.study.run import STUDY_ID_TAG, STUDY_TAG, VARIANT_TAG, run_study
 from ntkbench.study.sections import SECTIONS
 from ntkbench.study.stats import correlation, difference, interval, paired, proportion, wilson
 
-__all__ = ["Variant", "StudyGrid", "make_grid", "display_order", "reference", "STUDY_GRID", "QUICK_GRID",
+__all__ = ["Variant", "StudyArch", "StudyGrid", "make_grid", "display_order", "reference", "STUDY_GRID", "QUICK_GRID",
+           "IMAGE_GRID",
            "run_study", "render_report", "SECTIONS", "STUDY_TAG", "STUDY_ID_TAG", "VARIANT_TAG", "interval",
            "correlation", "paired", "proportion", "difference", "wilson", "findings", "Finding", "QUESTIONS"]

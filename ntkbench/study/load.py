@@ -38,7 +38,7 @@ EVALUATION = {"test": "test_accuracy", "train": "train_accuracy", "fit": "time_f
 """Column → :class:`ntkbench.record.Evaluation` field."""
 METRICS = {"e1": "kernel_energy_top1", "e10": "kernel_energy_top10", "e100": "kernel_energy_top100",
            "kdist": "kernel_distance", "wdist": "weight_distance", "gap": "linearization_gap_rms",
-           "agree": "linearization_label_agreement"}
+           "agree": "linearization_label_agreement", "rate": "kernel_pairs_per_s"}
 """Column → metric a method reports (NaN in runs that do not report it)."""
 
 

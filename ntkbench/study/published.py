@@ -103,7 +103,9 @@ def _kernels(clean: Any) -> tuple[Section, Direction]:
                 diffs[v].append((n, cell))
                 row += [cells.accuracy(g), cell]
             at = tg[tg.n == n]
-            rows.append(row + [_runs(at[at.variant.isin([ref, *kernel_variants])])])
+            kern = at[at.variant.isin(kernel_variants)]
+            rows.append(row + [cells.mean(kern.rate.dropna(), (0.0, math.inf), lambda x: fmt.significant(x, trim=True)),
+                               _runs(at[at.variant.isin([ref, *kernel_variants])])])
         last = [cell for v in kernel_variants for _, cell in diffs[v][-1:]]
         signs = [_verdict(c) for c in last]
         word = REPRODUCED if signs and all(s < 0 for s in signs) else NOT_REPRODUCED if any(s > 0 for s in signs) \
@@ -117,8 +119,10 @@ def _kernels(clean: Any) -> tuple[Section, Direction]:
         columns += [f"{v} test accuracy, %", f"{v} − {ref}, points"]
     section = Section(KERNELS, "Is the trained network more accurate than its infinite-width NTK and NNGP, at "
                       "every n_train, and where do the learning curves cross?", None, [],
-                      [Table([*columns, "runs"], rows)],
-                      "Label noise 0, no flips. Differences are Newcombe intervals of the pooled test predictions.")
+                      [Table([*columns, "kernel pairs/s", "runs"], rows)],
+                      "Label noise 0, no flips. Differences are Newcombe intervals of the pooled test predictions. "
+                      "Kernel pairs/s is the train kernel's measured throughput (n(n+1)/2 pairs over its time, logged "
+                      "as kernel_pairs_per_s by the run that computed it; the other kernel of the pair reads the cache).")
     text = (f"Kernel minus trained network at the largest n_train: {_said(verdicts)}. "
             f"Learning curves (mean accuracies): {'; '.join(crossings)}.")
     return section, Direction(f"{LEE[0]}, \"{LEE[1]}\"", LEE[2], text, KERNELS)
