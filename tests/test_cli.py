@@ -130,7 +130,11 @@ def test_help_is_plain_text(command, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["study", "--task", "nope"], r"unknown task 'nope'\. Known tasks: breast-cancer, .*, wine"),
     (["study", "--task", "iris", "--set", "arch.widht=3"], r"'widht' for architecture 'mlp'; did you mean 'width'\?"),
-    (["study", "--task", "iris", "--set", "nn.epochs=3"], r"study --set takes architecture options arch.NAME=VALUE"),
+    (["study", "--task", "iris", "--set", "nn.epochs=3"], r"study --set takes arch.NAME, task.NAME or grid.NAME=VALUE, got nn.epochs"),
+    (["study", "--task", "iris", "--set", "grid.epoch=3"], r"unknown study setting .grid.epoch.; expected grid.NAME with NAME one of n_trains"),
+    (["study", "--task", "mnist5k", "--arch", "cnn"], r"the mnist5k study declares its architectures \(cnn-flatten, "),
+    (["study", "--task", "mnist5k", "--set", "arch.widht=3"], r"arch.widht is an option of none of the study's architectures \(cnn, wrn\)"),
+    (["study", "--task", "mnist5k", "--set", "task.size=5"], r"size must be one of 28, 14, 7, 4"),
     (["run", "--task", "iris", "--method", "nn", "--set", "nn.epoch=3"], r"did you mean 'epochs'\? Valid options: "),
     (["sync", "--outbox", "missing"], r"outbox .*missing does not exist"),
     (["validate", "missing.json"], r"missing.json does not exist"),

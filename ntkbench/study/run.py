@@ -2,8 +2,10 @@
 :func:`ntkbench.runner.run`, each run tagged with the study and its variant.
 
 Tags: :data:`STUDY_TAG` (the task), :data:`STUDY_ID_TAG` (``<task>-<UTC time>``, so the latest
-study sorts last) and :data:`VARIANT_TAG` (the variant's label, e.g. ``taylor@end``). Label noise
-is swept at the largest n_train only; the n_train sweep runs at label noise 0.
+study sorts last), :data:`VARIANT_TAG` (the variant's label, e.g. ``taylor@end``) and, in a study
+of several architectures, :data:`ARCH_TAG` (the architecture's label). Label noise is swept at
+the largest n_train only; the n_train sweep runs at label noise 0; flips run at the grid's
+``flip_n_trains``, at label noise 0.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None 
               ray_address: str | None = None, ray_options: RayOptions | None = None,
               kernel_cache: str | Path | None = None, kernel_cache_max_gb: float | None = None) -> list[RunRecord]:
     """Run ``grid`` (default :data:`STUDY_GRID`, or :data:`QUICK_GRID` with ``quick``) on ``task``
-    and ``teacher``: one :func:`ntkbench.runner.run` per (task, variant, label noise), all tagged
-    with one study id. n_train values are capped to the task's training set size. The variants
+    and ``teacher``: one :func:`ntkbench.runner.run` per (task, architecture, variant, label
+    noise or flips), all tagged with one study id. The architectures are the grid's ``archs``
+    (``arch`` and ``arch_options`` when it has none; with them, an ``arch_options`` entry goes to
+    each architecture that has that option). n_train values are capped to the task's training set size. The variants
     run in the grid's order and share one store of test outputs, so a linearization compares
     its outputs with the run of the network it linearizes. ``tracking`` and ``outbox`` are the
     runner's. Progress (:mod:`ntkbench.progress`) counts over the whole study, and names each run
@@ -68,6 +72,11 @@ def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None 
     outputs: dict[tuple, Any] = {}
     names = (task, "teacher") if grid.teacher and task != "teacher" else (task,)
     archs = grid.archs or (StudyArch(arch, arch),)
+    if grid.archs:
+        unknown = sorted(set(arch_options or {}) - {k for a in archs for k in resolve(a.arch)})
+        if unknown:
+            raise ValueError(f"arch.{unknown[0]} is an option of none of the study's architectures "
+                             f"({', '.join(sorted({a.arch for a in archs}))}); see their options with ntkbench list")
     plan = []  # (task, arch, variant, label noise, options, n_trains, tags): one runner.run call each
     for name in names:
         topts = _task_options(name, task, arch, grid)

@@ -158,6 +158,9 @@ def _noise(tasks: list[str], top: Any, style: dict, ref: str) -> Section:
     rows = [[t, v, f"{p:g}", cells.accuracy(g, "train"), cells.accuracy(g), str(len(g)), _runs(g)]
             for (t, v, p), g in _groups(ordered, ["task", "variant", "p"])]
     answers = []
+    if ordered.p.nunique() < 2:
+        answers.append(f"This study ran at label noise {ordered.p.iloc[0]:g} only, so it has no answer here; the "
+                       "table gives the train and test accuracies the other sections compare.")
     for (t,), tg in _groups(ordered, ["task"]):
         ps = sorted(tg.p.unique())
         if len(ps) < 2:
