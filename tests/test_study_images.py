@@ -206,7 +206,7 @@ def test_the_image_grid_and_its_settings():
     assert dict(grid.archs[-1].options)["norm"] == "none"
     ks = sorted({dict(v.options)["at_epoch"] for v in grid.variants if "at_epoch" in dict(v.options)})
     epochs = dict(grid.training)["epochs"]
-    assert ks[0] == 0 and ks[1] / epochs <= 0.15 + 0.05 and 0.4 <= ks[-1] / epochs <= 0.45
+    assert ks[0] == 0 and ks[1] / epochs <= 0.15 and ks[-1] / epochs >= 0.45  # k brackets 15–45%
     bigger = configure(grid, {"grid.n_trains": [500, 1000], "grid.size": 14, "task.n_test": 1000})
     assert bigger.n_trains == (500, 1000) and {a.size for a in bigger.archs} == {None, 14}
     assert dict(bigger.task_options)["n_test"] == 1000

@@ -136,12 +136,12 @@ per pair, 256× less than at 28×28 (10.6k pairs/s for the depth-3 GAP CNN at 7�
 14×14 on 2 CPU cores)."""
 
 IMAGE_GRID = make_grid(
-    epochs=30, at_epochs=(0, 5, 13), end=False, diagnostics_every=5,
+    epochs=30, at_epochs=(0, 4, 14), end=False, diagnostics_every=4,
     training=(("loss", "cross_entropy"), ("lr", 1.0), ("batch_size", 16)), method_options={"entk": (("centered", True),)},
     label_noise=(0.0,), n_trains=(50, 100, 200), seeds=(0, 1, 2), teacher=False, task_options=(("n_test", 500),),
     archs=IMAGE_ARCHS, flip_n_trains=(100,))
 """The study on images (``make study TASK=mnist5k``): :data:`IMAGE_ARCHS`, each with nn,
-taylor and entk at epochs 0, 5 and 13 of 30 (0, 17 and 43% of training: 5 and 13 bracket Fort
+taylor and entk at epochs 0, 4 and 14 of 30 (0, 13 and 47% of training: 4 and 14 bracket Fort
 et al. 2020's 15–45%; entk ``centered``, kernel regression with the kernel of θ_k alone, as
 theirs), ntk and nngp; n_train 50, 100, 200 and 3 seeds, 500 test images; every
 variant also with flips at n_train 100. Networks train with cross-entropy, SGD lr 1.0 (NTK
