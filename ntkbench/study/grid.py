@@ -153,13 +153,17 @@ STUDY_GRIDS = {"mnist5k": IMAGE_GRID}
 
 
 def study_grid(task: str, quick: bool = False) -> StudyGrid:
-    """The grid of ``task`` (:data:`STUDY_GRIDS`, else :data:`STUDY_GRID`); ``quick``: one seed, and
-    :data:`QUICK_GRID` or the task's grid at its middle n_train with its flips there."""
+    """The grid of ``task`` (:data:`STUDY_GRIDS`, else :data:`STUDY_GRID`); ``quick``:
+    :data:`QUICK_GRID`, or the task's grid with one seed at its middle n_train (its flips, if it
+    has any, there too)."""
     if task not in STUDY_GRIDS:
         return QUICK_GRID if quick else STUDY_GRID
     grid = STUDY_GRIDS[task]
+    if not quick:
+        return grid
     middle = grid.n_trains[len(grid.n_trains) // 2]
-    return replace(grid, seeds=grid.seeds[:1], n_trains=(middle,), flip_n_trains=(middle,)) if quick else grid
+    return replace(grid, seeds=grid.seeds[:1], n_trains=(middle,), flip_n_trains=(middle,) if grid.flip_n_trains else ())
+
 
 GRID_OPTIONS = ("n_trains", "seeds", "flip_n_trains", "label_noise", "size")
 """What ``ntkbench study --set grid.NAME=VALUE`` changes: the sweeps, and ``size``, the input
@@ -168,21 +172,29 @@ side of every architecture that runs on a downsampled input."""
 
 def configure(grid: StudyGrid, settings: dict[str, Any]) -> StudyGrid:
     """``grid`` with ``grid.NAME`` settings (:data:`GRID_OPTIONS`; a sweep is a list or one
-    value) and ``task.NAME`` settings (added to its task options) applied. An unknown name is a
-    ``ValueError`` naming the valid ones."""
+    number) and ``task.NAME`` settings (added to its task options) applied. Anything else, a
+    value that is not a number, and ``grid.size`` on a grid without downsampled architectures
+    are a ``ValueError`` naming what is expected."""
     changes: dict[str, Any] = {}
     tasks = dict(grid.task_options)
     for key, value in settings.items():
         prefix, _, name = key.partition(".")
         if prefix == "task":
             tasks[name] = value
-        elif name == "size":
-            changes["archs"] = tuple(replace(a, size=int(value)) if a.size is not None else a for a in grid.archs)
-        elif name in GRID_OPTIONS:
-            values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-            changes[name] = tuple(float(v) for v in values) if name == "label_noise" else tuple(int(v) for v in values)
+            continue
+        if prefix != "grid" or name not in GRID_OPTIONS:
+            raise ValueError(f"unknown study setting {key!r}; expected task.NAME or grid.NAME with NAME one of "
+                             f"{', '.join(GRID_OPTIONS)}")
+        values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+        kind = float if name == "label_noise" else int
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and kind(v) == v for v in values) \
+                or (name == "size" and len(values) != 1):
+            raise ValueError(f"grid.{name} takes {'one' if name == 'size' else 'a list of'} "
+                             f"{'number' if kind is float else 'integer'}{'' if name == 'size' else 's'}, got {value!r}")
+        if name == "size":
+            if not any(a.size is not None for a in grid.archs):
+                raise ValueError("grid.size sets the input side of downsampled architectures; this grid has none")
+            changes["archs"] = tuple(replace(a, size=int(values[0])) if a.size is not None else a for a in grid.archs)
         else:
-            raise ValueError(f"unknown study setting {key!r}; expected grid.NAME with NAME one of "
-                             f"{', '.join(GRID_OPTIONS)}, task.NAME or arch.NAME")
+            changes[name] = tuple(kind(v) for v in values)
     return replace(grid, task_options=tuple(tasks.items()), **changes)
-

@@ -62,8 +62,9 @@ def _row(record: RunRecord, variant: str, arch: Any) -> dict[str, Any]:
 
 def load(task: str, uri: str | None, study_id: str | None = None):  # -> (pandas.DataFrame, str | None)
     """One row per FINISHED run of the study ``study_id`` (default: the latest of ``task``),
-    sorted by task (``task`` first, then ``teacher``), variant, n_train, label noise, seed and
-    run id; and the study id."""
+    sorted by task (``task`` first, then ``teacher``; the architectures of a study of several in
+    the order they ran), variant, n_train, label noise, seed and run id; and the study id.
+    ``n_max`` is each task's largest n_train without flips."""
     import pandas as pd
 
     from ntkbench.tracking import runs_frame
@@ -90,5 +91,5 @@ def load(task: str, uri: str | None, study_id: str | None = None):  # -> (pandas
     tasks = sorted(dict.fromkeys(out.task), key=lambda t: not t.startswith(task))  # run order, task first
     out["task_key"] = out.task.map(tasks.index)
     out["vkey"] = [(order.index(m), k, v) for m, k, v in zip(out.method, out.epoch, out.variant)]
-    out["n_max"] = out.groupby("task").n.transform("max")
+    out["n_max"] = out.task.map(out[~out.flip].groupby("task").n.max())  # the sweep's, not the flips' n_train
     return out.sort_values(["task_key", "vkey", "n", "p", "seed", "run_id"]).reset_index(drop=True), study_id

@@ -14,16 +14,18 @@ the verdict "reproduced", "not reproduced" or "undecided at this size".
   otherwise; for the trained networks the same from the network's own difference.
 - **Linearizing later** (Fort et al. 2020, "Deep learning versus kernel learning": a kernel
   taken after 15–45% of training nearly matches the network). Per architecture and
-  linearization, at its latest epoch k: reproduced when the linearization at 0 is below the
-  network, at k it is not, and k improved on 0 (each an interval excluding 0); not reproduced
-  when it is still below the network at k; undecided otherwise.
+  linearization, at its latest epoch k against its first (0 in the study): reproduced when it
+  is below the network at the first epoch (an interval below 0), no longer below it at k (the
+  interval is not below 0) and better at k than at the first epoch (an interval above 0); not
+  reproduced when it is still below the network at k; undecided otherwise.
 - **Kernel distance and target energy**: whether the network's advantage over its NTK grows
   with how far its tangent kernel moved (Pearson's r over architectures × seeds), and whether
   the top-10 target energy of the eNTK grows from epoch 0 to k (Baratin et al. 2021, "Implicit
   regularization via neural feature alignment"; a t-interval over the per-seed differences).
 - **Flip augmentation**: each variant with the task option ``flip`` (each training image and its
   mirror image) against the same draw without it; whether the ranking of the variants by test
-  accuracy changes, and whether each swap is decided (both orders' differences exclude 0).
+  accuracy changes, and whether each swap is decided (both orders' differences exclude 0). This
+  one has no published direction to reproduce on digits, so it carries no verdict word.
 
 All differences of accuracies are Newcombe intervals of pooled test predictions, read from the
 table cell as printed (:func:`ntkbench.study.cells.bounds`).
@@ -37,7 +39,7 @@ from typing import Any
 
 from ntkbench import format as fmt
 from ntkbench.study import cells
-from ntkbench.study.sections import Section, Table, _runs
+from ntkbench.study.sections import Section, Table, run_ids
 
 REPRODUCED, NOT_REPRODUCED, UNDECIDED = "reproduced", "not reproduced", "undecided at this size"
 LEE = ("Lee et al. 2020", "Finite versus infinite neural networks", "kernels below the trained CNN")
@@ -94,7 +96,7 @@ def _kernels(clean: Any) -> tuple[Section, Direction]:
     for t in dict.fromkeys(nets.task):
         tg = clean[clean.task == t]
         diffs: dict[str, list[tuple[int, str]]] = {v: [] for v in kernel_variants}
-        for n in sorted(tg.n.unique()):
+        for n in sorted(tg[tg.role == "reference"].n.unique()):
             nn = tg[(tg.n == n) & (tg.role == "reference")]
             row = [_arch(clean, t), fmt.integer(n), cells.accuracy(nn)]
             for v in kernel_variants:
@@ -105,12 +107,12 @@ def _kernels(clean: Any) -> tuple[Section, Direction]:
             at = tg[tg.n == n]
             kern = at[at.variant.isin(kernel_variants)]
             rows.append(row + [cells.mean(kern.rate.dropna(), (0.0, math.inf), lambda x: fmt.significant(x, trim=True)),
-                               _runs(at[at.variant.isin([ref, *kernel_variants])])])
+                               run_ids(at[at.variant.isin([ref, *kernel_variants])])])
         last = [cell for v in kernel_variants for _, cell in diffs[v][-1:]]
         signs = [_verdict(c) for c in last]
         word = REPRODUCED if signs and all(s < 0 for s in signs) else NOT_REPRODUCED if any(s > 0 for s in signs) \
             else UNDECIDED
-        verdicts.append((f"{_arch(clean, t)} at n_train {fmt.integer(max(tg.n))}: "
+        verdicts.append((f"{_arch(clean, t)} at n_train {fmt.integer(nets[nets.task == t].n.max())}: "
                          + ", ".join(f"{v} − {ref} {cell} points" for v, cell in zip(kernel_variants, last)), word))
         for v in kernel_variants:
             crossings.append(f"{v} and {ref} on {_arch(clean, t)} {_crossing(diffs[v])}")
@@ -176,13 +178,15 @@ def _gap_flatten(clean: Any) -> tuple[Section, Direction]:
                 continue
             cellmap[v] = cells.points(a, b)
             rows.append([_arch(clean, gap), _arch(clean, flat), v, fmt.integer(n), cells.accuracy(a), cells.accuracy(b),
-                         cellmap[v], _runs(a) + " " + _runs(b)])
-        label = f"{_arch(clean, gap)} ({_size(clean, gap)}) against {_arch(clean, flat)} ({_size(clean, flat)})"
-        ks = [cellmap[v] for v in kernel_variants if v in cellmap]
+                         cellmap[v], run_ids(a) + " " + run_ids(b)])
+        label = (f"{_arch(clean, gap)} ({_size(clean, gap)}) against {_arch(clean, flat)} ({_size(clean, flat)}) "
+                 f"at n_train {fmt.integer(n)}")
+        present = [v for v in kernel_variants if v in cellmap]
+        ks = [cellmap[v] for v in present]
         signs = [_verdict(c) for c in ks]
         word = REPRODUCED if signs and all(s > 0 for s in signs) else NOT_REPRODUCED if signs and all(s < 0 for s in signs) \
             else UNDECIDED
-        kernel_words.append((f"{label}: " + ", ".join(f"{v} {c} points" for v, c in zip(kernel_variants, ks)), word))
+        kernel_words.append((f"{label}: " + ", ".join(f"{v} {c} points" for v, c in zip(present, ks)), word))
         if ref in cellmap:
             sign = _verdict(cellmap[ref])
             net_words.append((f"{label}: {ref} {cellmap[ref]} points",
@@ -196,7 +200,7 @@ def _gap_flatten(clean: Any) -> tuple[Section, Direction]:
     if not rows:
         text = "The study has no network with both a GAP and a Flatten readout."
     else:
-        text = f"Kernels, GAP − Flatten at n_train {fmt.integer(n)}: {_said(kernel_words)}. Trained networks: {_said(net_words)}."
+        text = f"Kernels, GAP − Flatten: {_said(kernel_words)}. Trained networks: {_said(net_words)}."
     return section, Direction(f"{ARORA[0]}, \"{ARORA[1]}\"", ARORA[2], text, GAP_FLATTEN)
 
 
@@ -205,7 +209,7 @@ def _later(clean: Any) -> tuple[Section, Direction]:
     nets = clean[clean.role == "reference"]
     ref = next(iter(nets.method), "nn")
     for t in dict.fromkeys(nets.task):
-        tg = clean[(clean.task == t) & (clean.n == clean[clean.task == t].n.max())]
+        tg = clean[(clean.task == t) & (clean.n == nets[nets.task == t].n.max())]
         nn = tg[tg.role == "reference"]
         epochs = int(nn.epochs.max())
         for m in dict.fromkeys(tg[tg.role == "linearization"].method):
@@ -220,7 +224,7 @@ def _later(clean: Any) -> tuple[Section, Direction]:
                     closed = fmt.percent((g.test.mean() - first.test.mean()) / gap0, 0)
                 rows.append([_arch(clean, t), g.variant.iloc[0], str(k), fmt.percent(k / epochs, 0) if epochs else fmt.MISSING,
                              cells.accuracy(g), cells.points(g, nn), cells.points(g, first) if k != ks[0] else fmt.MISSING,
-                             closed, _runs(g)])
+                             closed, run_ids(g)])
             last = mg[mg.epoch == ks[-1]]
             d0, dk, gain = cells.points(first, nn), cells.points(last, nn), cells.points(last, first)
             if _verdict(dk) < 0:
@@ -245,17 +249,18 @@ def _explains(clean: Any) -> tuple[Section, Direction]:
     top = clean[clean.n == clean.groupby("task").n.transform("max")]
     nets = top[top.role == "reference"]
     ref = next(iter(nets.method), "nn")
-    kernels = list(dict.fromkeys(top[top.role == "other"].variant))
+    others = top[top.role == "other"]
+    kernel = next(iter(others[others.method == "ntk"].variant), next(iter(others.variant), None))
     rows, xs, ys, gains = [], [], [], []
     for t in dict.fromkeys(nets.task):
         tg = top[top.task == t]
         nn = tg[tg.role == "reference"]
-        rows.append([_arch(clean, t), ref, cells.mean(nn.kdist, (0.0, math.inf)), fmt.MISSING, cells.accuracy(nn), _runs(nn)])
+        rows.append([_arch(clean, t), ref, cells.mean(nn.kdist, (0.0, math.inf)), fmt.MISSING, cells.accuracy(nn), run_ids(nn)])
         for v in dict.fromkeys(tg[tg.e10.notna()].variant):
             g = tg[tg.variant == v]
-            rows.append([_arch(clean, t), v, fmt.MISSING, cells.fraction(g.e10), cells.accuracy(g), _runs(g)])
-        if kernels:
-            kern = tg[tg.variant == kernels[-1]].set_index("seed")
+            rows.append([_arch(clean, t), v, fmt.MISSING, cells.fraction(g.e10), cells.accuracy(g), run_ids(g)])
+        if kernel is not None:
+            kern = tg[tg.variant == kernel].set_index("seed")
             for _, run in nn.iterrows():
                 if run.seed in kern.index and math.isfinite(run.kdist):
                     xs.append(run.kdist)
@@ -267,7 +272,7 @@ def _explains(clean: Any) -> tuple[Section, Direction]:
             gains += [float(a[s] - b[s]) for s in sorted(set(a.index) & set(b.index))] if k1 > k0 else []
     r_cell = cells.r(xs, ys)
     gain_cell = cells.mean(gains, (-1.0, 1.0))
-    kernel = kernels[-1] if kernels else "the kernel"
+    kernel = kernel or "the kernel"
     r_rows = [[f"{ref}'s kernel distance against {ref} − {kernel} accuracy (per architecture and seed)", str(len(xs)), r_cell],
               ["top-10 target energy of the latest linearization's kernel minus at its first epoch (per seed)",
                str(len(gains)), gain_cell]]
@@ -297,16 +302,14 @@ def _flips(frame: Any) -> tuple[Section, Direction] | None:
         fg = fg[fg.n == n]
         base = frame[(frame.task == t) & ~frame.flip & (frame.n == n) & (frame.p == fg.p.min())]
         variants = [v for v in dict.fromkeys(fg.variant) if (base.variant == v).any()]
-
-        def order(g: Any) -> list[str]:
-            acc = {v: cells.accuracy_bounds(g[g.variant == v])[0] for v in variants}
-            return sorted(variants, key=lambda v: (-acc[v], variants.index(v)))
-
-        before, after = order(base), order(fg)
+        if not variants:
+            said.append(f"{_arch(frame, t)} at n_train {fmt.integer(n)}: no run without flips to compare with")
+            continue
+        before, after = _ranking(base, variants), _ranking(fg, variants)
         for v in variants:
             a, b = fg[fg.variant == v], base[base.variant == v]
             rows.append([_arch(frame, t), v, fmt.integer(n), cells.accuracy(b), cells.accuracy(a), cells.points(a, b),
-                         str(before.index(v) + 1), str(after.index(v) + 1), _runs(b) + " " + _runs(a)])
+                         str(before.index(v) + 1), str(after.index(v) + 1), run_ids(b) + " " + run_ids(a)])
         swaps = []
         for i, u in enumerate(before):
             for w in before[i + 1:]:
@@ -331,6 +334,13 @@ def _flips(frame: Any) -> tuple[Section, Direction] | None:
     text = ("; ".join(said) + ". MNIST digits are not mirror-symmetric, so a flipped image is a new shape with its "
             "old label: the direction to expect is lower accuracy, not the gain flips give on natural images.")
     return section, Direction(f"{FLIP[0]}, \"{FLIP[1]}\"", FLIP[2], text, FLIPS)
+
+
+def _ranking(runs: Any, variants: list[str]) -> list[str]:
+    """``variants`` from the highest pooled test accuracy in ``runs`` to the lowest (ties in
+    their given order)."""
+    acc = {v: cells.accuracy_bounds(runs[runs.variant == v])[0] for v in variants}
+    return sorted(variants, key=lambda v: (-acc[v], variants.index(v)))
 
 
 def published(frame: Any) -> tuple[list[Direction], list[Section]]:

@@ -82,7 +82,7 @@ def render_report(task: str, tracking_uri: str | None = None, out_dir: str | Pat
                  f"{INTERVALS} The runs column lists the first 8 characters of each run's MLflow id.")
         head.append(f"<p>{esc(intro)}</p>")
         mdl += [md(intro), ""]
-        frame, flips = frame[~frame.flip], frame
+        runs, frame = frame, frame[~frame.flip]  # every run, and those without flips
         found = findings(frame)
         head += [f'<h2 id="{anchor(FINDINGS)}">{FINDINGS}</h2>', '<dl class="f">']
         mdl += [f"## {FINDINGS}", ""]
@@ -96,7 +96,7 @@ def render_report(task: str, tracking_uri: str | None = None, out_dir: str | Pat
                 mdl.append(f"- *{md(f.question)}* {md(f.text)} ([{md(f.link)}](#{anchor(f.link)}))")
             mdl.append("")
         head.append("</dl>")
-        directions, extra = published(flips) if "arch" in frame else ([], [])
+        directions, extra = published(runs) if "arch" in frame else ([], [])
         if directions:
             head += [f'<h2 id="{anchor(DIRECTIONS)}">{DIRECTIONS}</h2>', '<dl class="f">']
             mdl += [f"## {DIRECTIONS}", ""]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ntkbench.distributed import EXECUTORS
-from ntkbench.study.grid import QUICK_GRID, STUDY_GRID, StudyArch, StudyGrid
+from ntkbench.study.grid import StudyArch, StudyGrid, study_grid
 
 if TYPE_CHECKING:
     from ntkbench.distributed.grid import RayOptions
@@ -26,6 +26,9 @@ ARCH_TAG = "ntkbench_study_arch"
 """The label of the run's :class:`~ntkbench.study.grid.StudyArch`, in a study of several."""
 LABEL_NOISE, FLIP, SIZE = "label_noise", "flip", "size"
 """The task options the study sets: label noise (swept), flip augmentation and the input side."""
+DEFINING = ("readout", "norm")
+"""Architecture options that define a study's architectures (GAP or Flatten, normalization or
+none): ``--set arch.readout`` would turn ``cnn-flatten`` into a GAP network under its label."""
 
 
 def _task_options(name: str, task: str, arch: str, grid: StudyGrid) -> dict[str, Any]:
@@ -39,7 +42,7 @@ def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None 
               tracking: str = "mlflow", outbox: str | None = None, quiet: bool = False, executor: str = "local",
               ray_address: str | None = None, ray_options: RayOptions | None = None,
               kernel_cache: str | Path | None = None, kernel_cache_max_gb: float | None = None) -> list[RunRecord]:
-    """Run ``grid`` (default :data:`STUDY_GRID`, or :data:`QUICK_GRID` with ``quick``) on ``task``
+    """Run ``grid`` (default: the task's, :func:`~ntkbench.study.grid.study_grid` with ``quick``) on ``task``
     and ``teacher``: one :func:`ntkbench.runner.run` per (task, architecture, variant, label
     noise or flips), all tagged with one study id. The architectures are the grid's ``archs``
     (``arch`` and ``arch_options`` when it has none; with them, an ``arch_options`` entry goes to
@@ -66,7 +69,7 @@ def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None 
         from ntkbench.distributed.grid import check
 
         check(device, ray_options)
-    grid = grid or (QUICK_GRID if quick else STUDY_GRID)
+    grid = grid or study_grid(task, quick)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     tags = {STUDY_TAG: task, STUDY_ID_TAG: f"{task}-{stamp}"}
     outputs: dict[tuple, Any] = {}
@@ -77,16 +80,24 @@ def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None 
         if unknown:
             raise ValueError(f"arch.{unknown[0]} is an option of none of the study's architectures "
                              f"({', '.join(sorted({a.arch for a in archs}))}); see their options with ntkbench list")
+        fixed = sorted(set(arch_options or {}) & set(DEFINING))
+        if fixed:
+            raise ValueError(f"arch.{fixed[0]} defines the study's architectures "
+                             f"({', '.join(a.label for a in archs)}) and cannot be set for all of them")
     plan = []  # (task, arch, variant, label noise, options, n_trains, tags): one runner.run call each
     for name in names:
         topts = _task_options(name, task, arch, grid)
-        size = len(task_lib.get(name, **{k: v for k, v in topts.items() if k != "n_train"}).train[1])
+        common = {k: v for k, v in topts.items() if k != "n_train"}
+        size = len(task_lib.get(name, **common).train[1])
+        for a in archs:  # a bad size fails here, before any run
+            if a.size is not None:
+                task_lib.get(name, **{**common, SIZE: a.size})
         n_trains = tuple(sorted({min(n, size) for n in grid.n_trains}))
         flips = tuple(sorted({min(n, size) for n in grid.flip_n_trains}))
         for a in archs:
             atags = {**tags, ARCH_TAG: a.label} if grid.archs else tags
-            accepted = resolve(a.arch) if grid.archs else arch_options or {}  # an option goes where it exists
-            aopts = {**dict(a.options), **{k: v for k, v in (arch_options or {}).items() if k in accepted}}
+            given = arch_options or {}
+            aopts = {**dict(a.options), **({k: v for k, v in given.items() if k in resolve(a.arch)} if grid.archs else given)}
             for variant in grid.variants:
                 m = variant.method
                 options = {**{f"task.{k}": v for k, v in topts.items()},

@@ -53,7 +53,8 @@ class Section:
     note: str = ""
 
 
-def _runs(g: Any) -> str:
+def run_ids(g: Any) -> str:
+    """The first 8 characters of each run id, the runs column of every table."""
     return " ".join(r[:8] for r in g.run_id)
 
 
@@ -77,7 +78,7 @@ def _accuracy(best: Any, ref: str) -> Section:
         for (v,), g in _groups(tg, ["variant"]):
             diff = cells.points(g, nn) if g.role.iloc[0] != "reference" and not nn.empty else fmt.MISSING
             rows.append([t, v, fmt.integer(g.n.iloc[0]), cells.accuracy(g), _spread(g), diff,
-                         cells.accuracy(g, "train"), str(len(g)), _runs(g)])
+                         cells.accuracy(g, "train"), str(len(g)), run_ids(g)])
         means = tg.groupby("variant").test.mean()
         top = means.idxmax()
         text = (f"{t} (n_train {fmt.integer(tg.n.iloc[0])}, no label noise): the highest test accuracy is {top}'s, "
@@ -101,7 +102,7 @@ def _cost(best: Any, ref: str) -> Section:
     for (t,), tg in _groups(best, ["task"]):
         for (v,), g in _groups(tg, ["variant"]):
             rows.append([t, v, fmt.integer(g.n.iloc[0]), cells.seconds(g.fit), cells.seconds(g.total),
-                         fmt.megabytes(g.peak.max()), str(len(g)), _runs(g)])
+                         fmt.megabytes(g.peak.max()), str(len(g)), run_ids(g)])
         fit = tg.groupby("variant").fit.mean()
         lo, hi = fit.idxmin(), fit.idxmax()
         nn = tg[tg.role == "reference"]
@@ -121,7 +122,7 @@ def _energy(tasks: list[str], top: Any, style: dict) -> Section:
     svg = plot(panels, "target energy in the top 10 eigenmodes", "test accuracy, %", "energy",
                "Target energy in the top 10 eigenmodes against test accuracy, one point per run") if panels else None
     rows = [[t, v, f"{p:g}", cells.fraction(g.e1), cells.fraction(g.e10), cells.fraction(g.e100), cells.accuracy(g),
-             str(len(g)), _runs(g)] for (t, v, p), g in _groups(kern, ["task", "variant", "p"])]
+             str(len(g)), run_ids(g)] for (t, v, p), g in _groups(kern, ["task", "variant", "p"])]
     r_rows, answers = [], []
     for (t,), tg in _groups(kern, ["task"]):
         ps = sorted(tg.p.unique())
@@ -155,7 +156,7 @@ def _noise(tasks: list[str], top: Any, style: dict, ref: str) -> Section:
     svg = plot(panels, "label noise p", "accuracy, % (solid: test, dashed: train)", "noise",
                "Train and test accuracy against label noise")
     ordered = top.sort_values(["task_key", "vkey", "p"], kind="stable")
-    rows = [[t, v, f"{p:g}", cells.accuracy(g, "train"), cells.accuracy(g), str(len(g)), _runs(g)]
+    rows = [[t, v, f"{p:g}", cells.accuracy(g, "train"), cells.accuracy(g), str(len(g)), run_ids(g)]
             for (t, v, p), g in _groups(ordered, ["task", "variant", "p"])]
     answers = []
     if ordered.p.nunique() < 2:
@@ -190,7 +191,7 @@ def _distance(top: Any, uri: str | None, ref: str) -> Section:
     ordered = trained.sort_values(["task_key", "p", "vkey"], kind="stable")
     positive = (0.0, math.inf)
     rows = [[t, f"{p:g}", v, cells.mean(g.kdist, positive), cells.mean(g.wdist, positive), cells.mean(g.gap, positive),
-             cells.accuracy(g, "agree") if g.agree.notna().any() else fmt.MISSING, str(len(g)), _runs(g)]
+             cells.accuracy(g, "agree") if g.agree.notna().any() else fmt.MISSING, str(len(g)), run_ids(g)]
             for (t, p, v), g in _groups(ordered, ["task", "p", "variant"])]
     answers = []
     for (t,), tg in _groups(ordered[ordered.p == ordered.p.min()], ["task"]):
@@ -228,7 +229,7 @@ def _curves(tasks: list[str], clean: Any, style: dict) -> Section:
     panels = [(t, [series(v, g) for (v,), g in _groups(clean[clean.task == t], ["variant"])]) for t in tasks]
     svg = plot(panels, "n_train", "test accuracy, %", "curves", "Learning curves: test accuracy against n_train",
                logx=True) if clean.n.nunique() > 1 else None
-    rows = [[t, v, fmt.integer(n), cells.accuracy(g), str(len(g)), _runs(g)]
+    rows = [[t, v, fmt.integer(n), cells.accuracy(g), str(len(g)), run_ids(g)]
             for (t, v, n), g in _groups(clean, ["task", "variant", "n"])]
     answers = []
     for (t,), tg in _groups(clean, ["task"]):
