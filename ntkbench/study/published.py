@@ -238,7 +238,7 @@ def _later(clean: Any) -> tuple[Section, Direction]:
     section = Section(LATER, f"As the epoch k a linearization is taken at grows, how much of the gap to {ref} "
                       "does it close?", None, [],
                       [Table(["architecture", "variant", "k", "% of training", "test accuracy, %",
-                              f"− {ref}'s, points", "− at the first k, points", "share of the gap closed", "runs"], rows)],
+                              f"− {ref}'s, points", "− at the first k, points", "share of the gap closed, %", "runs"], rows)],
                       "Label noise 0, no flips, the largest n_train. The share of the gap closed is (acc_k − acc_0) / "
                       f"({ref} − acc_0) of the mean accuracies, a point estimate, shown where there was a gap at 0.")
     text = f"The latest linearization against {ref}, at the largest n_train: {_said(words)}."
