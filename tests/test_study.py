@@ -14,6 +14,8 @@ from ntkbench.leaderboard.render import escape_markdown
 from ntkbench.methods import AT_EPOCH, METHODS, linearizes, option_names
 from ntkbench.record import FINGERPRINT_TAG
 from ntkbench.study.sections import anchor
+from report_tables import rows as _rows
+from report_tables import section as _section
 from ntkbench.tracking import runs_frame
 
 ARCH = {"depth": 1, "width": 16}
@@ -72,10 +74,6 @@ def test_run_study_runs_every_task_variant_noise_size_and_seed(store):
     # 7 variants × (2 sizes at p=0 + 1 size at p=0.5) × 2 seeds × 2 tasks
     assert len(results) == 7 * 3 * 2 * 2
     assert {r.task for r in results} == {"iris", "teacher"} and {r.n_train for r in results} == {40, 80}
-
-
-def _section(md: str, heading: str) -> str:
-    return md.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
 
 
 def test_report_has_every_section_table_and_plot(store):
@@ -200,19 +198,7 @@ def test_an_empty_store_gives_the_no_runs_page(tmp_path):
 def _table(md: str, heading: str, first_column: str = "task") -> list[list[str]]:
     """The rows of the tables of section ``heading`` whose first column is ``first_column``, as
     lists of cells with the Markdown escapes removed."""
-    rows, header = [], None
-    for line in _section(md, heading).splitlines():
-        if line.startswith("|---"):
-            continue
-        if not line.startswith("| "):
-            header = None
-            continue
-        cells = [c.strip().replace("\\", "") for c in line.strip("|").split("|")]
-        if header is None:
-            header = cells
-        elif header[0] == first_column:
-            rows.append(cells)
-    return rows
+    return [list(r.values()) for r in _rows(md, heading) if next(iter(r)) == first_column]
 
 
 def _numbers(cell: str) -> list[float]:

@@ -17,6 +17,8 @@ from ntkbench.study import published
 from ntkbench.study.grid import IMAGE_GRID, StudyArch, configure, make_grid, study_grid
 from ntkbench.study.report import DIRECTIONS
 from ntkbench.study.sections import anchor
+from report_tables import rows as _rows
+from report_tables import section as _section
 
 ARCHS = (StudyArch("flat", "cnn", (("depth", 1), ("channels", 4), ("readout", "flatten")), size=4),
          StudyArch("gap", "cnn", (("depth", 1), ("channels", 4), ("readout", "gap")), size=4))
@@ -37,27 +39,6 @@ def report(tmp_path_factory):
                               kernel_cache=root / "kernels")
     page = study.render_report("mnist5k", uri, root / "site")
     return records, page.read_text(), (root / "site" / "study-mnist5k.md").read_text()
-
-
-def _section(md: str, heading: str) -> str:
-    return md.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
-
-
-def _rows(md: str, heading: str) -> list[dict[str, str]]:
-    """Every table row of section ``heading`` as {column: cell}, Markdown escapes removed."""
-    rows, header = [], None
-    for line in _section(md, heading).splitlines():
-        if line.startswith("|---"):
-            continue
-        if not line.startswith("| "):
-            header = None
-            continue
-        cells = [c.strip().replace("\\", "") for c in line.strip("|").split("|")]
-        if header is None:
-            header = cells
-        else:
-            rows.append(dict(zip(header, cells)))
-    return rows
 
 
 def _sign(cell: str) -> int:
