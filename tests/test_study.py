@@ -27,7 +27,7 @@ GRID = study.make_grid(
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, frozen_gc):
     root = tmp_path_factory.mktemp("study")
     uri = f"sqlite:///{root}/mlflow.db"
     results = study.run_study("iris", arch_options=ARCH, tracking_uri=uri, grid=GRID, device="cpu")
