@@ -49,7 +49,8 @@ class Finding:
     link: str
 
 
-def _join(items: list[str]) -> str:
+def listing(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
@@ -69,11 +70,11 @@ def _feature_space(t: str, top: Any) -> Finding:
         verdicts["more" if lo > baseline else "less" if hi < baseline else UNDECIDED].append(v)
     text = ""
     if shares:
-        said = [f"more than that for {_join(verdicts['more'])}" if verdicts["more"] else "",
-                f"less for {_join(verdicts['less'])}" if verdicts["less"] else "",
-                f"{UNDECIDED} for {_join(verdicts[UNDECIDED])}" if verdicts[UNDECIDED] else ""]
+        said = [f"more than that for {listing(verdicts['more'])}" if verdicts["more"] else "",
+                f"less for {listing(verdicts['less'])}" if verdicts["less"] else "",
+                f"{UNDECIDED} for {listing(verdicts[UNDECIDED])}" if verdicts[UNDECIDED] else ""]
         text = (f"At initialization and label noise {p0:g}, the share of the target's energy in the top {TOP} "
-                f"eigenmodes is {_join(shares)}, against {shown} (10/n_train) for a target "
+                f"eigenmodes is {listing(shares)}, against {shown} (10/n_train) for a target "
                 f"unrelated to the kernel: {'; '.join(s for s in said if s)}. ")
     n = correlation(kern.e10, kern.test)[3]
     cell = cells.r(kern.e10, kern.test)
@@ -99,9 +100,9 @@ def _linearizations(t: str, best: Any) -> Finding:
         lo, hi = cells.bounds(diff) or (math.nan, math.nan)
         where = "above" if lo > 0 else "below" if hi < 0 else UNDECIDED
         groups[where].append(f"{v} ({cells.accuracy(g)} %, {diff} points)")
-    said = [f"above it, {_join(groups['above'])}" if groups["above"] else "",
-            f"below it, {_join(groups['below'])}" if groups["below"] else "",
-            f"{UNDECIDED} (the difference's interval holds 0) for {_join(groups[UNDECIDED])}" if groups[UNDECIDED] else ""]
+    said = [f"above it, {listing(groups['above'])}" if groups["above"] else "",
+            f"below it, {listing(groups['below'])}" if groups["below"] else "",
+            f"{UNDECIDED} (the difference's interval holds 0) for {listing(groups[UNDECIDED])}" if groups[UNDECIDED] else ""]
     text = (f"{ref} reaches {cells.accuracy(nn)} % test accuracy at n_train {fmt.integer(nn.n.iloc[0])}. "
             f"Its linearizations: {'; '.join(s for s in said if s)}.")
     return Finding(t, QUESTIONS[1], text, ACCURACY)

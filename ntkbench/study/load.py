@@ -13,8 +13,9 @@ another method (``other``).
 
 A study of several architectures (:data:`ARCH_TAG`) adds ``arch`` (the label), ``network``
 (the registered architecture), ``readout`` (its ``readout`` option, ``""`` without one),
-``size`` (the task option ``size``, 0 for the task's own input) and ``dataset`` (the task); its ``task`` column is then ``<task> <label>``, so every section and
-finding reads one architecture as it reads one task, in the order the study ran them. Every
+``size`` (the task option ``size``, 0 for the task's own input) and ``dataset`` (the task);
+its ``task`` column is then ``<task> <label>``, so every section and finding reads one
+architecture as it reads one task, in the order the study ran them. Every
 study has ``flip`` (the run's training set holds each image and its mirror image), ``epochs``
 (the run's training epochs, 0 for kernel methods) and ``n`` counts the images drawn before
 mirroring.
@@ -88,7 +89,7 @@ def load(task: str, uri: str | None, study_id: str | None = None):  # -> (pandas
     order, ref = display_order(out.method), reference(out.method)
     out["role"] = out.method.map(lambda m: "reference" if m == ref else
                                  "linearization" if ref is not None and target(m) == ref else "other")
-    tasks = sorted(dict.fromkeys(out.task), key=lambda t: not t.startswith(task))  # run order, task first
+    tasks = sorted(dict.fromkeys(out.task), key=lambda t: t.split(" ")[0] != task)  # run order, task first
     out["task_key"] = out.task.map(tasks.index)
     out["vkey"] = [(order.index(m), k, v) for m, k, v in zip(out.method, out.epoch, out.variant)]
     out["n_max"] = out.task.map(out[~out.flip].groupby("task").n.max())  # the sweep's, not the flips' n_train

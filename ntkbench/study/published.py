@@ -39,6 +39,7 @@ from typing import Any
 
 from ntkbench import format as fmt
 from ntkbench.study import cells
+from ntkbench.study.findings import listing
 from ntkbench.study.sections import Section, Table, run_ids
 
 REPRODUCED, NOT_REPRODUCED, UNDECIDED = "reproduced", "not reproduced", "undecided at this size"
@@ -73,10 +74,6 @@ def _verdict(cell: str) -> int:
     """+1 when the cell's interval is above 0, −1 below, 0 when it holds 0 or is missing."""
     lo, hi = _bounds(cell)
     return 1 if lo > 0 else -1 if hi < 0 else 0
-
-
-def _join(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _said(items: list[tuple[str, str]]) -> str:
@@ -320,9 +317,9 @@ def _flips(frame: Any) -> tuple[Section, Direction] | None:
         helps = [v for v in variants if _verdict(cells.points(fg[fg.variant == v], base[base.variant == v])) > 0]
         hurts = [v for v in variants if _verdict(cells.points(fg[fg.variant == v], base[base.variant == v])) < 0]
         text = f"{_arch(frame, t)} at n_train {fmt.integer(n)}: " + (
-            f"the ranking changes, swapping {_join(swaps)}" if swaps else "the ranking does not change")
-        text += (f"; flips raise the accuracy of {_join(helps)}" if helps else "") + (
-            f"; flips lower the accuracy of {_join(hurts)}" if hurts else "")
+            f"the ranking changes, swapping {listing(swaps)}" if swaps else "the ranking does not change")
+        text += (f"; flips raise the accuracy of {listing(helps)}" if helps else "") + (
+            f"; flips lower the accuracy of {listing(hurts)}" if hurts else "")
         said.append(text)
     section = Section(FLIPS, "Does adding each training image's mirror image change the ranking of the methods?",
                       None, [], [Table(["architecture", "variant", "n_train", "test accuracy without flips, %",

@@ -42,11 +42,12 @@ def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None 
               tracking: str = "mlflow", outbox: str | None = None, quiet: bool = False, executor: str = "local",
               ray_address: str | None = None, ray_options: RayOptions | None = None,
               kernel_cache: str | Path | None = None, kernel_cache_max_gb: float | None = None) -> list[RunRecord]:
-    """Run ``grid`` (default: the task's, :func:`~ntkbench.study.grid.study_grid` with ``quick``) on ``task``
-    and ``teacher``: one :func:`ntkbench.runner.run` per (task, architecture, variant, label
-    noise or flips), all tagged with one study id. The architectures are the grid's ``archs``
-    (``arch`` and ``arch_options`` when it has none; with them, an ``arch_options`` entry goes to
-    each architecture that has that option). n_train values are capped to the task's training set size. The variants
+    """Run ``grid`` (default: the task's, :func:`~ntkbench.study.grid.study_grid` with ``quick``)
+    on ``task`` and ``teacher``: one :func:`ntkbench.runner.run` per (task, architecture,
+    variant, label noise or flips), all tagged with one study id. The architectures are the
+    grid's ``archs`` (``arch`` and ``arch_options`` when it has none; with them, an
+    ``arch_options`` entry goes to each architecture that has that option). n_train values are
+    capped to the task's training set size. The variants
     run in the grid's order and share one store of test outputs, so a linearization compares
     its outputs with the run of the network it linearizes. ``tracking`` and ``outbox`` are the
     runner's. Progress (:mod:`ntkbench.progress`) counts over the whole study, and names each run
@@ -75,12 +76,16 @@ def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None 
     outputs: dict[tuple, Any] = {}
     names = (task, "teacher") if grid.teacher and task != "teacher" else (task,)
     archs = grid.archs or (StudyArch(arch, arch),)
+    given = arch_options or {}
+    accepted = {a: set(resolve(a.arch)) if grid.archs else set(given) for a in archs}
+    # Each architecture's options: its own, then those of arch_options it has (all of them alone).
+    aopts = {a: {**dict(a.options), **{k: v for k, v in given.items() if k in accepted[a]}} for a in archs}
     if grid.archs:
-        unknown = sorted(set(arch_options or {}) - {k for a in archs for k in resolve(a.arch)})
+        unknown = sorted(set(given) - set().union(*accepted.values()))
         if unknown:
             raise ValueError(f"arch.{unknown[0]} is an option of none of the study's architectures "
                              f"({', '.join(sorted({a.arch for a in archs}))}); see their options with ntkbench list")
-        fixed = sorted(set(arch_options or {}) & set(DEFINING))
+        fixed = sorted(set(given) & set(DEFINING))
         if fixed:
             raise ValueError(f"arch.{fixed[0]} defines the study's architectures "
                              f"({', '.join(a.label for a in archs)}) and cannot be set for all of them")
@@ -96,13 +101,11 @@ def run_study(task: str, arch: str = "mlp", arch_options: dict[str, Any] | None 
         flips = tuple(sorted({min(n, size) for n in grid.flip_n_trains}))
         for a in archs:
             atags = {**tags, ARCH_TAG: a.label} if grid.archs else tags
-            given = arch_options or {}
-            aopts = {**dict(a.options), **({k: v for k, v in given.items() if k in resolve(a.arch)} if grid.archs else given)}
             for variant in grid.variants:
                 m = variant.method
                 options = {**{f"task.{k}": v for k, v in topts.items()},
                            **({f"task.{SIZE}": a.size} if a.size is not None else {}),
-                           **{f"arch.{k}": v for k, v in aopts.items()},
+                           **{f"arch.{k}": v for k, v in aopts[a].items()},
                            **{f"{m}.{k}": v for k, v in grid.method_options(variant).items()}}
                 vtags = {**atags, VARIANT_TAG: variant.label}
                 plan += [(name, a.arch, variant, p, {**options, f"task.{LABEL_NOISE}": p},
