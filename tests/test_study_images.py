@@ -121,7 +121,7 @@ def test_the_miniature_image_study_has_every_section(report):
     for heading in published.HEADINGS:
         assert _rows(md, heading), heading
     accuracy = _rows(md, "Accuracy by method")
-    assert {r["task"] for r in accuracy} == {"mnist5k flat", "mnist5k gap"}  # flip runs stay in their section
+    assert {r["task"] for r in accuracy} == {"mnist5k flat-4", "mnist5k gap-4"}  # flip runs stay in their section
     assert {r["variant"] for r in _rows(md, published.FLIPS)} == {"nn", "entk@0", "entk@1", "taylor@0", "taylor@1",
                                                                  "nngp", "ntk"}
 
@@ -192,6 +192,8 @@ def test_the_image_grid_and_its_settings():
     assert ks[0] == 0 and ks[1] / epochs <= 0.15 and ks[-1] / epochs >= 0.45  # k brackets 15–45%
     bigger = configure(grid, {"grid.n_trains": [500, 1000], "grid.size": 14, "task.n_test": 1000})
     assert bigger.n_trains == (500, 1000) and {a.size for a in bigger.archs} == {None, 14}
+    assert [a.label for a in bigger.archs] == ["cnn-flatten", "cnn-flatten-14", "cnn-gap-14", "wrn-gap-14"]
+    assert [a.label for a in grid.archs] == ["cnn-flatten", "cnn-flatten-7", "cnn-gap-7", "wrn-gap-7"]
     assert dict(bigger.task_options)["n_test"] == 1000
     quick = study_grid("mnist5k", quick=True)
     assert quick.seeds == (0,) and len(quick.n_trains) == 1 == len(quick.flip_n_trains)

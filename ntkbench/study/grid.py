@@ -31,15 +31,21 @@ class Variant:
 
 @dataclass(frozen=True)
 class StudyArch:
-    """One architecture of a study that compares several: its ``label`` in the report (e.g.
-    ``cnn-gap``), the registered ``arch`` and its ``options``, and ``size``, the input side its
-    runs get as the task option ``size`` (None: the task's own; a downsampled input keeps an
-    exact GAP kernel, O((H·W)²) per pair, affordable)."""
+    """One architecture of a study that compares several: its ``name`` (e.g. ``cnn-gap``), the
+    registered ``arch`` and its ``options``, and ``size``, the input side its runs get as the
+    task option ``size`` (None: the task's own; a downsampled input keeps an exact GAP kernel,
+    O((H·W)²) per pair, affordable)."""
 
-    label: str
+    name: str
     arch: str
     options: Options = ()
     size: int | None = None
+
+    @property
+    def label(self) -> str:
+        """The report's name for it: ``name``, with ``-size`` for a downsampled input
+        (``cnn-gap-7``), so that ``grid.size=14`` relabels what it changes."""
+        return self.name if self.size is None else f"{self.name}-{self.size}"
 
 
 @dataclass(frozen=True)
@@ -124,9 +130,9 @@ QUICK_GRID = make_grid(epochs=5, label_noise=(0.0, 0.5), n_trains=(100,), seeds=
 
 IMAGE_ARCHS = (
     StudyArch("cnn-flatten", "cnn", (("depth", 3), ("channels", 32), ("readout", "flatten"))),
-    StudyArch("cnn-flatten-7", "cnn", (("depth", 3), ("channels", 32), ("readout", "flatten")), size=7),
-    StudyArch("cnn-gap-7", "cnn", (("depth", 3), ("channels", 32), ("readout", "gap")), size=7),
-    StudyArch("wrn-gap-7", "wrn", (("depth", 10), ("widen", 1), ("norm", "none")), size=7),
+    StudyArch("cnn-flatten", "cnn", (("depth", 3), ("channels", 32), ("readout", "flatten")), size=7),
+    StudyArch("cnn-gap", "cnn", (("depth", 3), ("channels", 32), ("readout", "gap")), size=7),
+    StudyArch("wrn-gap", "wrn", (("depth", 10), ("widen", 1), ("norm", "none")), size=7),
 )
 """The image study's networks: a depth-3 CNN with a Flatten readout at 28×28, and at 7×7 a Flatten
 CNN, a GAP CNN (the same network with the other readout, for Arora et al.'s comparison at one
